@@ -1,0 +1,382 @@
+package engine
+
+import (
+	"container/heap"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// absence evaluates one absence rule on one partition: every event matching
+// `when` must meet an event matching `expect` with the same join key, no
+// earlier than `lookback` before it and no later than `within` after it.
+//
+// Inputs arrive from different topic-partitions in no particular order, so
+// both sides are remembered: pending triggers wait for their deadline, and
+// seen expect events wait for triggers that are read after them.
+type absence struct {
+	p      *Partition
+	rule   *rules.Rule
+	spec   *rules.Absence
+	when   *streamState
+	expect *streamState
+	// streams are the rule's inputs, without duplicates.
+	streams []*streamState
+
+	pending  map[string][]*pending
+	npending int
+	queue    deadlineQueue
+	seen     map[string][]*seenEvent
+	seenQ    seenQueue
+	// open indexes open violations by join key, for resolution.
+	open map[string][]string
+	wm   time.Time
+
+	pendingGauge   prometheus.Gauge
+	watermarkGauge prometheus.Gauge
+	violations     prometheus.Counter
+	resolutions    prometheus.Counter
+}
+
+// pending is a trigger waiting for its expected event.
+type pending struct {
+	Key       string           `json:"key"`
+	EventID   string           `json:"event_id"`
+	EventTime time.Time        `json:"event_time"`
+	Deadline  time.Time        `json:"deadline"`
+	Impact    float64          `json:"impact"`
+	Customer  string           `json:"customer,omitempty"`
+	Source    violation.Source `json:"source"`
+
+	gen  uint64
+	done bool
+}
+
+// seenEvent is an expect event remembered for triggers read after it.
+type seenEvent struct {
+	key  string
+	time time.Time
+	gen  uint64
+}
+
+func newAbsence(p *Partition, r *rules.Rule) *absence {
+	a := &absence{
+		p:              p,
+		rule:           r,
+		spec:           r.Absence,
+		when:           p.streams[r.Absence.When.Stream.Name],
+		expect:         p.streams[r.Absence.Expect.Stream.Name],
+		pending:        map[string][]*pending{},
+		seen:           map[string][]*seenEvent{},
+		open:           map[string][]string{},
+		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
+		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
+		violations:     p.metrics.Violations.WithLabelValues(r.Name),
+		resolutions:    p.metrics.Resolutions.WithLabelValues(r.Name),
+	}
+	a.streams = []*streamState{a.when}
+	if a.expect != a.when {
+		a.streams = append(a.streams, a.expect)
+	}
+	return a
+}
+
+func (a *absence) load(snap Snapshot) error {
+	base := prefixRule + a.rule.Name
+	err := snap.Scan(base+"/d/", func(_ string, v []byte) error {
+		pd := &pending{}
+		if err := json.Unmarshal(v, pd); err != nil {
+			return fmt.Errorf("decode pending expectation: %w", err)
+		}
+		a.addPending(pd)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = snap.Scan(base+"/s/", func(k string, _ []byte) error {
+		rest := k[len(base)+len("/s/"):]
+		if len(rest) < 8 {
+			return fmt.Errorf("corrupt seen key %q", k)
+		}
+		s := &seenEvent{key: rest[8:], time: bytesTime([]byte(rest[:8]))}
+		a.seen[s.key] = append(a.seen[s.key], s)
+		heap.Push(&a.seenQ, s)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, v := range a.p.violations {
+		if v.Rule == a.rule.Name && v.State == violation.Open {
+			a.open[v.Key] = append(a.open[v.Key], v.ID)
+		}
+	}
+	a.pendingGauge.Set(float64(a.npending))
+	return nil
+}
+
+func (a *absence) impact(ev *rules.Event) (float64, string, error) {
+	value := 1.0
+	if x := a.rule.Impact.Value; x != nil {
+		v, err := x.Eval(ev)
+		if err != nil {
+			return 0, "", fmt.Errorf("impact.value: %w", err)
+		}
+		value = v
+	}
+	var customer string
+	if x := a.rule.Impact.Customer; x != nil {
+		c, err := x.Eval(ev)
+		if err != nil {
+			return 0, "", fmt.Errorf("impact.customer: %w", err)
+		}
+		customer = c
+	}
+	return value, customer, nil
+}
+
+// satisfies reports whether an expect event at t fulfils a trigger at trig.
+func (a *absence) satisfies(t, trig time.Time) bool {
+	return !t.Before(trig.Add(-a.spec.Lookback)) && !t.After(trig.Add(a.spec.Within))
+}
+
+func (a *absence) onWhen(m *match, src violation.Source) {
+	for _, s := range a.seen[m.key] {
+		if a.satisfies(s.time, m.time) {
+			return
+		}
+	}
+	for _, pd := range a.pending[m.key] {
+		if pd.EventID == m.eventID {
+			return // redelivery of a trigger already waiting
+		}
+	}
+	if _, ok := a.p.violations[violation.ID(a.rule.Name, a.rule.Version, m.key, m.eventID)]; ok {
+		return // redelivery of a trigger already judged
+	}
+	pd := &pending{
+		Key: m.key, EventID: m.eventID, EventTime: m.time, Deadline: m.time.Add(a.spec.Within),
+		Impact: m.impact, Customer: m.customer, Source: src, gen: a.p.gen,
+	}
+	a.addPending(pd)
+	b, err := json.Marshal(pd)
+	if err != nil {
+		panic(fmt.Sprintf("encode pending expectation: %v", err))
+	}
+	a.p.put(deadlineKey(a.rule.Name, pd.Deadline, pd.Key, pd.EventID), b)
+}
+
+func (a *absence) addPending(pd *pending) {
+	a.pending[pd.Key] = append(a.pending[pd.Key], pd)
+	heap.Push(&a.queue, pd)
+	a.npending++
+}
+
+func (a *absence) dropPending(pd *pending) {
+	pd.done = true
+	a.npending--
+	a.p.remove(deadlineKey(a.rule.Name, pd.Deadline, pd.Key, pd.EventID), pd.gen)
+}
+
+func (a *absence) onExpect(key string, t, now time.Time) {
+	known := false
+	for _, s := range a.seen[key] {
+		if s.time.Equal(t) {
+			known = true // a redelivery: remembered already
+			break
+		}
+	}
+	if !known {
+		s := &seenEvent{key: key, time: t, gen: a.p.gen}
+		a.seen[key] = append(a.seen[key], s)
+		heap.Push(&a.seenQ, s)
+		a.p.put(seenKey(a.rule.Name, t, key), nil)
+	}
+	if list := a.pending[key]; len(list) > 0 {
+		keep := list[:0]
+		for _, pd := range list {
+			if a.satisfies(t, pd.EventTime) {
+				a.dropPending(pd)
+			} else {
+				keep = append(keep, pd)
+			}
+		}
+		if len(keep) == 0 {
+			delete(a.pending, key)
+		} else {
+			a.pending[key] = keep
+		}
+	}
+	if ids := a.open[key]; len(ids) > 0 {
+		keep := ids[:0]
+		for _, id := range ids {
+			v := a.p.violations[id]
+			if t.Before(v.EventTime.Add(-a.spec.Lookback)) {
+				keep = append(keep, id)
+				continue
+			}
+			a.resolve(v, t, now)
+		}
+		if len(keep) == 0 {
+			delete(a.open, key)
+		} else {
+			a.open[key] = keep
+		}
+	}
+}
+
+func (a *absence) resolve(v *violation.Violation, by, now time.Time) {
+	v.State = violation.Resolved
+	at, byT := now, by
+	v.ResolvedAt, v.ResolvedByEventTime = &at, &byT
+	a.resolutions.Inc()
+	a.p.putViolation(v)
+}
+
+// watermark computes the rule's watermark: the minimum over its inputs, or
+// the clock minus the largest lateness when every input is caught up and
+// idle. It never moves backwards.
+func (a *absence) watermark(now time.Time) time.Time {
+	var wm time.Time
+	allIdle := true
+	var lateness time.Duration
+	for i, st := range a.streams {
+		w := st.watermark()
+		if i == 0 || w.Before(wm) {
+			wm = w
+		}
+		allIdle = allIdle && st.idle(now)
+		lateness = max(lateness, st.s.AllowedLateness)
+	}
+	if allIdle {
+		if c := now.Add(-lateness); c.After(wm) {
+			wm = c
+		}
+	}
+	if wm.Before(a.wm) {
+		wm = a.wm
+	}
+	return wm
+}
+
+func (a *absence) advance(now time.Time) {
+	a.wm = a.watermark(now)
+	if !a.wm.IsZero() {
+		a.watermarkGauge.Set(float64(a.wm.UnixNano()) / 1e9)
+	}
+	for a.queue.Len() > 0 && a.queue[0].Deadline.Before(a.wm) {
+		pd := heap.Pop(&a.queue).(*pending)
+		if pd.done {
+			continue
+		}
+		a.removeFromPending(pd)
+		a.dropPending(pd)
+		a.fire(pd, now)
+	}
+	// Forget expect events no trigger can use any more: an on-time trigger
+	// is no older than the watermark, and one that is late by up to `within`
+	// still finds them.
+	horizon := a.spec.Lookback + a.spec.Within
+	for a.seenQ.Len() > 0 && a.seenQ[0].time.Add(horizon).Before(a.wm) {
+		s := heap.Pop(&a.seenQ).(*seenEvent)
+		list := a.seen[s.key]
+		for i, x := range list {
+			if x == s {
+				list = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(a.seen, s.key)
+		} else {
+			a.seen[s.key] = list
+		}
+		a.p.remove(seenKey(a.rule.Name, s.time, s.key), s.gen)
+	}
+	a.pendingGauge.Set(float64(a.npending))
+}
+
+func (a *absence) removeFromPending(pd *pending) {
+	list := a.pending[pd.Key]
+	for i, x := range list {
+		if x == pd {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(a.pending, pd.Key)
+	} else {
+		a.pending[pd.Key] = list
+	}
+}
+
+func (a *absence) fire(pd *pending, now time.Time) {
+	id := violation.ID(a.rule.Name, a.rule.Version, pd.Key, pd.EventID)
+	if _, ok := a.p.violations[id]; ok {
+		return
+	}
+	v := &violation.Violation{
+		ID: id, Rule: a.rule.Name, RuleVersion: a.rule.Version, Key: pd.Key, State: violation.Open,
+		Impact: pd.Impact, Customer: pd.Customer, TriggerEventID: pd.EventID,
+		EventTime: pd.EventTime, Deadline: pd.Deadline, DetectedAt: now, Source: pd.Source,
+	}
+	a.p.violations[id] = v
+	a.violations.Inc()
+	// The expected event may already have been read, too late: then the
+	// violation happened and is already repaired. It is recorded resolved.
+	var late *seenEvent
+	for _, s := range a.seen[pd.Key] {
+		if !s.time.Before(pd.EventTime.Add(-a.spec.Lookback)) && (late == nil || s.time.Before(late.time)) {
+			late = s
+		}
+	}
+	if late != nil {
+		a.resolve(v, late.time, now)
+		return
+	}
+	a.open[pd.Key] = append(a.open[pd.Key], id)
+	a.p.putViolation(v)
+}
+
+// deadlineQueue orders pending triggers by deadline.
+type deadlineQueue []*pending
+
+func (q deadlineQueue) Len() int { return len(q) }
+func (q deadlineQueue) Less(i, j int) bool {
+	if !q[i].Deadline.Equal(q[j].Deadline) {
+		return q[i].Deadline.Before(q[j].Deadline)
+	}
+	if q[i].Key != q[j].Key {
+		return q[i].Key < q[j].Key
+	}
+	return q[i].EventID < q[j].EventID
+}
+func (q deadlineQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *deadlineQueue) Push(x any)   { *q = append(*q, x.(*pending)) }
+func (q *deadlineQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+// seenQueue orders remembered expect events by event time, for expiry.
+type seenQueue []*seenEvent
+
+func (q seenQueue) Len() int           { return len(q) }
+func (q seenQueue) Less(i, j int) bool { return q[i].time.Before(q[j].time) }
+func (q seenQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *seenQueue) Push(x any)        { *q = append(*q, x.(*seenEvent)) }
+func (q *seenQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}

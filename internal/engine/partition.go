@@ -1,0 +1,408 @@
+// Package engine evaluates invariants over the events of one partition.
+//
+// It is pure given its inputs: events, the time passed in, and the state it
+// was loaded from. Nothing here reads the wall clock or touches Kafka or
+// Badger; durable changes leave as a Delta that the caller writes, with the
+// partition's offsets, before committing to Kafka.
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// Record is one Kafka record as the engine sees it.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Timestamp time.Time
+}
+
+// Reasons a record is rejected; they label metrics and dead-letter headers.
+const (
+	ReasonMalformed    = "malformed_json"
+	ReasonBadID        = "bad_id"
+	ReasonBadKey       = "bad_key"
+	ReasonBadTime      = "bad_time"
+	ReasonBadCondition = "bad_condition"
+	ReasonBadImpact    = "bad_impact"
+)
+
+// DecodeError says why a record could not be applied. The record changed no
+// state; the caller routes it to the dead-letter topic and moves on.
+type DecodeError struct {
+	Reason string
+	Stream string
+	Rule   string
+	Err    error
+}
+
+func (e *DecodeError) Error() string {
+	var where []string
+	if e.Stream != "" {
+		where = append(where, "stream "+strconv.Quote(e.Stream))
+	}
+	if e.Rule != "" {
+		where = append(where, "rule "+strconv.Quote(e.Rule))
+	}
+	if len(where) == 0 {
+		return fmt.Sprintf("%s: %v", e.Reason, e.Err)
+	}
+	return fmt.Sprintf("%s (%s): %v", e.Reason, strings.Join(where, ", "), e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Partition holds the evaluation state of every rule for one partition number
+// of the (co-partitioned) input topics. It is owned by one worker and is not
+// safe for concurrent use.
+type Partition struct {
+	id       int32
+	idLabel  string
+	set      *rules.RuleSet
+	metrics  *Metrics
+	log      *zap.Logger
+	dec      rules.Decoder
+	routes   map[string][]*route
+	streams  map[string]*streamState
+	absences []*absence
+	// violations holds every violation recorded on this partition, so that a
+	// redelivered trigger never records a second one.
+	violations map[string]*violation.Violation
+
+	delta Delta
+	// gen counts TakeDelta calls; an item created in the current generation
+	// is not yet durable, so deleting it needs no write at all.
+	gen uint64
+	// matches is reused per record to keep allocations off the per-event path.
+	matches []match
+}
+
+type streamState struct {
+	s            *rules.Stream
+	maxEventTime time.Time
+	lastEventAt  time.Time
+	caughtUp     bool
+	dirty        bool
+	consumed     prometheus.Counter
+	late         prometheus.Counter
+}
+
+// watermark is the newest event time minus the allowed lateness; the zero
+// time when the stream has seen nothing.
+func (s *streamState) watermark() time.Time {
+	if s.maxEventTime.IsZero() {
+		return time.Time{}
+	}
+	return s.maxEventTime.Add(-s.s.AllowedLateness)
+}
+
+// idle reports whether the input has caught up with its high-water mark and
+// has been silent for the stream's idle_after.
+func (s *streamState) idle(now time.Time) bool {
+	return s.caughtUp && now.Sub(s.lastEventAt) >= s.s.IdleAfter
+}
+
+type route struct {
+	stream *streamState
+	sides  []sideRef
+}
+
+type sideRef struct {
+	a      *absence
+	side   *rules.Side
+	expect bool
+}
+
+// match is what one rule side extracted from a record, before any of it is
+// applied: a record is applied whole or not at all.
+type match struct {
+	ref      *sideRef
+	key      string
+	eventID  string
+	time     time.Time
+	impact   float64
+	customer string
+}
+
+// NewPartition loads the state of partition id from snap and returns its
+// evaluator. now initializes the idle clocks of the streams.
+func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics, log *zap.Logger, now time.Time) (*Partition, error) {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	p := &Partition{
+		id:         id,
+		idLabel:    strconv.Itoa(int(id)),
+		set:        set,
+		metrics:    metrics,
+		log:        log.With(zap.Int32("partition", id)),
+		routes:     map[string][]*route{},
+		streams:    map[string]*streamState{},
+		violations: map[string]*violation.Violation{},
+		delta:      Delta{Ops: map[string]Op{}},
+	}
+	for name, s := range set.Streams {
+		st := &streamState{
+			s:           s,
+			lastEventAt: now,
+			consumed:    metrics.EventsConsumed.WithLabelValues(name),
+			late:        metrics.LateEvents.WithLabelValues(name),
+		}
+		p.streams[name] = st
+	}
+	routeOf := func(st *streamState) *route {
+		for _, r := range p.routes[st.s.Topic] {
+			if r.stream == st {
+				return r
+			}
+		}
+		r := &route{stream: st}
+		p.routes[st.s.Topic] = append(p.routes[st.s.Topic], r)
+		return r
+	}
+	for _, r := range set.Rules {
+		if r.Absence == nil {
+			continue
+		}
+		a := newAbsence(p, r)
+		p.absences = append(p.absences, a)
+		when, expect := routeOf(a.when), routeOf(a.expect)
+		when.sides = append(when.sides, sideRef{a: a, side: &r.Absence.When})
+		expect.sides = append(expect.sides, sideRef{a: a, side: &r.Absence.Expect, expect: true})
+	}
+	if err := p.load(snap); err != nil {
+		return nil, fmt.Errorf("load partition %d: %w", id, err)
+	}
+	return p, nil
+}
+
+// ID returns the partition number.
+func (p *Partition) ID() int32 { return p.id }
+
+// Topics returns the topics the rules read.
+func (p *Partition) Topics() []string {
+	out := make([]string, 0, len(p.routes))
+	for t := range p.routes {
+		out = append(out, t)
+	}
+	return out
+}
+
+func (p *Partition) load(snap Snapshot) error {
+	if snap == nil {
+		return nil
+	}
+	for name, st := range p.streams {
+		err := snap.Scan(prefixStream+name, func(key string, v []byte) error {
+			if key == prefixStream+name && len(v) == 8 {
+				st.maxEventTime = bytesTime(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	err := snap.Scan(prefixViolation, func(_ string, v []byte) error {
+		var vi violation.Violation
+		if err := json.Unmarshal(v, &vi); err != nil {
+			return fmt.Errorf("decode violation: %w", err)
+		}
+		p.violations[vi.ID] = &vi
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, a := range p.absences {
+		if err := a.load(snap); err != nil {
+			return fmt.Errorf("rule %q: %w", a.rule.Name, err)
+		}
+	}
+	return nil
+}
+
+// SetCaughtUp tells the partition whether its input on topic has reached the
+// topic-partition's high-water mark; only a caught-up input can be idle.
+func (p *Partition) SetCaughtUp(topic string, caughtUp bool) {
+	for _, r := range p.routes[topic] {
+		r.stream.caughtUp = caughtUp
+	}
+}
+
+// Apply decodes one record and applies it to every rule that reads its
+// topic. A record that cannot be decoded or evaluated returns a *DecodeError
+// and changes nothing.
+func (p *Partition) Apply(rec *Record, now time.Time) error {
+	routes := p.routes[rec.Topic]
+	if len(routes) == 0 {
+		return nil
+	}
+	ev, err := p.dec.Decode(rec.Topic, rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Timestamp)
+	if err != nil {
+		return p.reject(rec.Topic, &DecodeError{Reason: ReasonMalformed, Err: err})
+	}
+	p.matches = p.matches[:0]
+	type stamped struct {
+		st *streamState
+		t  time.Time
+	}
+	var times [4]stamped
+	seen := times[:0]
+	for _, r := range routes {
+		st := r.stream
+		id, err := st.s.ID.Eval(ev)
+		if err != nil {
+			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadID, Stream: st.s.Name, Err: err})
+		}
+		t, err := st.s.Time.Eval(ev)
+		if err != nil {
+			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadTime, Stream: st.s.Name, Err: err})
+		}
+		seen = append(seen, stamped{st, t})
+		for i := range r.sides {
+			ref := &r.sides[i]
+			ok, err := ref.side.Condition.Eval(ev)
+			if err != nil {
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadCondition, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+			}
+			if !ok {
+				continue
+			}
+			key, err := ref.side.Key.Eval(ev)
+			if err != nil {
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+			}
+			m := match{ref: ref, key: key, eventID: id, time: t}
+			if !ref.expect {
+				if m.impact, m.customer, err = ref.a.impact(ev); err != nil {
+					return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadImpact, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+				}
+			}
+			p.matches = append(p.matches, m)
+		}
+	}
+	// Everything decoded: now apply.
+	for _, s := range seen {
+		st := s.st
+		if wm := st.watermark(); !wm.IsZero() && s.t.Before(wm) {
+			st.late.Inc()
+		}
+		if s.t.After(st.maxEventTime) {
+			st.maxEventTime = s.t
+			st.dirty = true
+		}
+		st.lastEventAt = now
+		st.consumed.Inc()
+	}
+	src := violation.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
+	for i := range p.matches {
+		m := &p.matches[i]
+		if m.ref.expect {
+			m.ref.a.onExpect(m.key, m.time, now)
+		} else {
+			m.ref.a.onWhen(m, src)
+		}
+	}
+	return nil
+}
+
+func (p *Partition) reject(topic string, err *DecodeError) error {
+	p.metrics.DecodeErrors.WithLabelValues(topic, err.Reason).Inc()
+	return err
+}
+
+// Advance moves every rule's watermark to what the inputs and the clock
+// allow and records a violation for every expectation whose deadline the
+// watermark has passed.
+func (p *Partition) Advance(now time.Time) {
+	for _, a := range p.absences {
+		a.advance(now)
+	}
+}
+
+// Watermark returns the event-time watermark of a rule on this partition;
+// the zero time when the rule has no input yet.
+func (p *Partition) Watermark(rule string) time.Time {
+	for _, a := range p.absences {
+		if a.rule.Name == rule {
+			return a.wm
+		}
+	}
+	return time.Time{}
+}
+
+// PendingCount returns how many expectations wait for their deadline.
+func (p *Partition) PendingCount() int {
+	n := 0
+	for _, a := range p.absences {
+		n += a.npending
+	}
+	return n
+}
+
+// TakeDelta returns the durable changes since the last call and starts a new
+// delta. The caller writes them, with the applied offsets, in one batch.
+func (p *Partition) TakeDelta() *Delta {
+	for name, st := range p.streams {
+		if st.dirty {
+			p.delta.Ops[prefixStream+name] = Op{Value: timeBytes(st.maxEventTime)}
+			st.dirty = false
+		}
+	}
+	d := p.delta
+	p.delta = Delta{Ops: make(map[string]Op, len(d.Ops))}
+	p.gen++
+	return &d
+}
+
+// set records a durable write.
+func (p *Partition) put(key string, value []byte) { p.delta.Ops[key] = Op{Value: value} }
+
+// remove records a durable delete of an item created in generation gen. An
+// item created since the last TakeDelta was never written, so removing it
+// costs nothing: a payment and its ledger entry seen in the same poll never
+// touch the disk.
+func (p *Partition) remove(key string, gen uint64) {
+	if gen == p.gen {
+		delete(p.delta.Ops, key)
+		return
+	}
+	p.delta.Ops[key] = Op{Delete: true}
+}
+
+func (p *Partition) putViolation(v *violation.Violation) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// A Violation has only plain fields; failing to encode one is a bug.
+		panic(fmt.Sprintf("encode violation: %v", err))
+	}
+	p.put(prefixViolation+v.ID, b)
+	p.delta.Changed = append(p.delta.Changed, *v)
+}
+
+// Violations returns the violations recorded on this partition.
+func (p *Partition) Violations() []violation.Violation {
+	out := make([]violation.Violation, 0, len(p.violations))
+	for _, v := range p.violations {
+		out = append(out, *v)
+	}
+	return out
+}
+

@@ -1,0 +1,215 @@
+package rules
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Scalar is a YAML scalar that remembers where it was written, so that every
+// validation and CEL error can point at the file's line and column.
+type Scalar struct {
+	Value  string
+	Line   int
+	Column int
+	Style  yaml.Style
+	// Set is true when the field was present in the file.
+	Set bool
+	// notScalar is set when the node was a map or a list; validation reports it.
+	notScalar bool
+}
+
+// UnmarshalYAML records the scalar and its position. A non-scalar node is not
+// a decode error here: it is reported by validation with its position, so that
+// one bad field does not hide the rest of the file's problems.
+func (s *Scalar) UnmarshalYAML(n *yaml.Node) error {
+	s.Line, s.Column, s.Style, s.Set = n.Line, n.Column, n.Style, true
+	if n.Kind != yaml.ScalarNode {
+		s.notScalar = true
+		return nil
+	}
+	s.Value = n.Value
+	return nil
+}
+
+type fileSpec struct {
+	Streams map[string]*streamSpec `yaml:"streams"`
+	Rules   []*ruleSpec            `yaml:"rules"`
+}
+
+type streamSpec struct {
+	Topic           Scalar `yaml:"topic"`
+	Format          Scalar `yaml:"format"`
+	ID              Scalar `yaml:"id"`
+	Key             Scalar `yaml:"key"`
+	Time            Scalar `yaml:"time"`
+	AllowedLateness Scalar `yaml:"allowed_lateness"`
+	IdleAfter       Scalar `yaml:"idle_after"`
+	MaxLag          Scalar `yaml:"max_lag"`
+
+	line, column int
+	raw          *yaml.Node
+}
+
+func (s *streamSpec) UnmarshalYAML(n *yaml.Node) error {
+	s.line, s.column, s.raw = n.Line, n.Column, n
+	type plain streamSpec
+	return n.Decode((*plain)(s))
+}
+
+type sideSpec struct {
+	Stream    Scalar `yaml:"stream"`
+	Condition Scalar `yaml:"if"`
+	Key       Scalar `yaml:"key"`
+}
+
+type impactSpec struct {
+	Value    Scalar `yaml:"value"`
+	Customer Scalar `yaml:"customer"`
+	Unit     Scalar `yaml:"unit"`
+}
+
+type severitySpec struct {
+	Name Scalar `yaml:"name"`
+	When Scalar `yaml:"when"`
+}
+
+type ruleSpec struct {
+	Name        Scalar            `yaml:"name"`
+	Kind        Scalar            `yaml:"kind"`
+	Description Scalar            `yaml:"description"`
+	When        *sideSpec         `yaml:"when"`
+	Expect      *sideSpec         `yaml:"expect"`
+	Within      Scalar            `yaml:"within"`
+	Lookback    Scalar            `yaml:"lookback"`
+	Labels      map[string]Scalar `yaml:"labels"`
+	Annotations map[string]Scalar `yaml:"annotations"`
+	Impact      *impactSpec       `yaml:"impact"`
+	Severity    []*severitySpec   `yaml:"severity"`
+
+	line, column int
+	raw          *yaml.Node
+}
+
+func (r *ruleSpec) UnmarshalYAML(n *yaml.Node) error {
+	r.line, r.column, r.raw = n.Line, n.Column, n
+	type plain ruleSpec
+	return n.Decode((*plain)(r))
+}
+
+var scalarType = reflect.TypeOf(Scalar{})
+
+// checkFields walks a YAML node beside the Go type it decodes into and reports
+// every mapping key that the type does not have. yaml.v3's KnownFields only
+// applies to a Decoder, not to Node.Decode, and it stops at the first unknown
+// field; walking ourselves gives every error, each with its column.
+func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx errCtx, errs *Errors) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch {
+	case t == scalarType:
+		return
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", nodeKind(n))))
+			return
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, ctx.at(loc(k), fmt.Sprintf("unknown field %q (known: %s)", k.Value, knownFields(fields))))
+				continue
+			}
+			if k.Value == "name" && ctx.rule == "" && ctx.inRule {
+				ctx.rule = v.Value
+			}
+			checkFields(v, ft, loc, ctx, errs)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a list, got %s", nodeKind(n))))
+			return
+		}
+		for _, c := range n.Content {
+			cctx := ctx
+			if t.Elem() == reflect.TypeOf(&ruleSpec{}) {
+				cctx = errCtx{inRule: true, rule: scalarField(c, "name")}
+			}
+			checkFields(c, t.Elem(), loc, cctx, errs)
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", nodeKind(n))))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			cctx := ctx
+			if t.Elem() == reflect.TypeOf(&streamSpec{}) {
+				cctx = errCtx{stream: n.Content[i].Value}
+			}
+			checkFields(n.Content[i+1], t.Elem(), loc, cctx, errs)
+		}
+	}
+}
+
+// errCtx says which rule or stream an error belongs to.
+type errCtx struct {
+	inRule bool
+	rule   string
+	stream string
+}
+
+func (c errCtx) at(p Pos, msg string) *Error {
+	return &Error{Pos: p, Rule: c.rule, Stream: c.stream, Message: msg}
+}
+
+func scalarField(n *yaml.Node, key string) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key && n.Content[i+1].Kind == yaml.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+func knownFields(m map[string]reflect.Type) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func nodeKind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	default:
+		return "nothing"
+	}
+}
+
+func reflectTypeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }

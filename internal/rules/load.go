@@ -1,0 +1,496 @@
+package rules
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/cel-go/cel"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+)
+
+const (
+	literalOrFolded = yaml.LiteralStyle | yaml.FoldedStyle
+	quotedStyles    = yaml.DoubleQuotedStyle | yaml.SingleQuotedStyle
+)
+
+// Defaults of stream settings, used when a stream does not set them.
+const (
+	// DefaultAllowedLateness is how far behind the newest event time an event
+	// may arrive and still count as on time: 5s.
+	DefaultAllowedLateness = 5 * time.Second
+	// DefaultIdleAfter is how long a caught-up input must be silent before the
+	// watermark follows the clock: 10s.
+	DefaultIdleAfter = 10 * time.Second
+)
+
+// Kinds of rule.
+const (
+	KindAbsence = "absence"
+)
+
+var supportedKinds = []string{KindAbsence}
+
+// RuleSet is a loaded, validated and compiled set of rule files. It is
+// immutable, so a reload builds a new one and swaps it in whole.
+type RuleSet struct {
+	Files   []string
+	Streams map[string]*Stream
+	Rules   []*Rule
+	// Version is a hash of every rule's version: it changes when any rule does.
+	Version string
+}
+
+// Stream is a named, decoded view of a topic.
+type Stream struct {
+	Name            string
+	Topic           string
+	Format          string
+	ID              *StringExpr
+	Key             *StringExpr
+	Time            *TimeExpr
+	AllowedLateness time.Duration
+	IdleAfter       time.Duration
+	// MaxLag is how far an input may fall behind before the monitor says it is
+	// blind rather than guess; 0 disables the check.
+	MaxLag time.Duration
+
+	spec *streamSpec
+	pos  Pos
+}
+
+// Rule is one compiled invariant.
+type Rule struct {
+	Name        string
+	Kind        string
+	Description string
+	// Version is a hash of the rule and the streams it reads: violations carry
+	// it, so a changed rule never reuses an old rule's violation ids.
+	Version     string
+	Labels      map[string]string
+	Annotations map[string]string
+	Impact      Impact
+	Severity    []SeverityTier
+	// Absence is set for rules of kind absence.
+	Absence *Absence
+	// Pos is where the rule is defined.
+	Pos Pos
+}
+
+// Streams returns the streams the rule reads.
+func (r *Rule) Streams() []*Stream {
+	if r.Absence != nil {
+		return []*Stream{r.Absence.When.Stream, r.Absence.Expect.Stream}
+	}
+	return nil
+}
+
+// SeverityOf returns the first severity tier that holds for agg, or "page"
+// when the rule defines no tiers: an invariant without tiers is urgent.
+func (r *Rule) SeverityOf(agg Aggregate) (string, error) {
+	if len(r.Severity) == 0 {
+		return "page", nil
+	}
+	for i := range r.Severity {
+		ok, err := r.Severity[i].Holds(agg)
+		if err != nil {
+			return "", fmt.Errorf("rule %q: severity %q: %w", r.Name, r.Severity[i].Name, err)
+		}
+		if ok {
+			return r.Severity[i].Name, nil
+		}
+	}
+	return "", nil
+}
+
+// Impact says how much a violation matters and to whom.
+type Impact struct {
+	// Value is money at risk or another weight; nil means 1 per violation.
+	Value *NumberExpr
+	// Customer names whose impact it is; nil means unknown.
+	Customer *StringExpr
+	// Unit names Value's unit for humans, such as "USD".
+	Unit string
+}
+
+// Side is one side of a join: events of a stream, filtered, keyed.
+type Side struct {
+	Stream    *Stream
+	Condition *BoolExpr
+	// Key is the join key; when the rule sets none it is the stream's key.
+	Key *StringExpr
+}
+
+// Absence says: an event matching When must be followed (or, with
+// Lookback, preceded) by an event matching Expect with the same join key
+// within Within.
+type Absence struct {
+	When     Side
+	Expect   Side
+	Within   time.Duration
+	Lookback time.Duration
+}
+
+// LoadFiles reads, validates and compiles rule files. Patterns may be globs.
+// On failure the error is an Errors value listing every problem found, each
+// with file, line and column.
+func LoadFiles(patterns ...string) (*RuleSet, error) {
+	var files []string
+	for _, p := range patterns {
+		matches, err := filepath.Glob(p)
+		if err != nil {
+			return nil, fmt.Errorf("rule file pattern %q: %w", p, err)
+		}
+		if len(matches) == 0 && !strings.ContainsAny(p, "*?[") {
+			matches = []string{p}
+		}
+		files = append(files, matches...)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no rule files match %q", patterns)
+	}
+	sources := make(map[string][]byte, len(files))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read rule file: %w", err)
+		}
+		sources[f] = b
+	}
+	return Parse(files, sources)
+}
+
+// Parse validates and compiles rule files given as contents keyed by name,
+// in the order of names.
+func Parse(names []string, sources map[string][]byte) (*RuleSet, error) {
+	l := &loader{
+		set:         &RuleSet{Files: names, Streams: map[string]*Stream{}},
+		ruleAt:      map[string]Pos{},
+		streamNodes: map[string]*yaml.Node{},
+	}
+	var err error
+	if l.events, err = eventEnv(); err != nil {
+		return nil, fmt.Errorf("cel environment: %w", err)
+	}
+	if l.aggs, err = aggregateEnv(); err != nil {
+		return nil, fmt.Errorf("cel environment: %w", err)
+	}
+	for _, name := range names {
+		l.file(name, sources[name])
+	}
+	if len(l.errs) > 0 {
+		return nil, l.errs
+	}
+	h := sha256.New()
+	for _, r := range l.set.Rules {
+		h.Write([]byte(r.Name + "=" + r.Version + "\n"))
+	}
+	l.set.Version = hex.EncodeToString(h.Sum(nil)[:8])
+	return l.set, nil
+}
+
+type loader struct {
+	set         *RuleSet
+	events      *cel.Env
+	aggs        *cel.Env
+	errs        Errors
+	ruleAt      map[string]Pos
+	streamNodes map[string]*yaml.Node
+}
+
+var (
+	ruleNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+	labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+)
+
+func (l *loader) file(name string, src []byte) {
+	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs}
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		l.errs = append(l.errs, yamlError(name, err))
+		return
+	}
+	if len(root.Content) == 0 {
+		l.errs = append(l.errs, &Error{Pos: Pos{File: name, Line: 1, Column: 1}, Message: "empty rule file"})
+		return
+	}
+	doc := root.Content[0]
+	loc := func(n *yaml.Node) Pos { return Pos{File: name, Line: n.Line, Column: n.Column} }
+	before := len(l.errs)
+	checkFields(doc, fileType, loc, errCtx{}, &l.errs)
+	if len(l.errs) > before {
+		return
+	}
+	var spec fileSpec
+	if err := doc.Decode(&spec); err != nil {
+		l.errs = append(l.errs, yamlError(name, err))
+		return
+	}
+	streamNames := make([]string, 0, len(spec.Streams))
+	for n := range spec.Streams {
+		streamNames = append(streamNames, n)
+	}
+	sort.Strings(streamNames)
+	for _, sn := range streamNames {
+		l.stream(c, sn, spec.Streams[sn])
+	}
+	for _, r := range spec.Rules {
+		l.rule(c, r)
+	}
+}
+
+var fileType = reflectTypeOf[fileSpec]()
+
+func yamlError(file string, err error) *Error {
+	// yaml.v3 reports "yaml: line N: msg" (or a list of such lines for type
+	// errors); lift the line into the position so the format stays uniform.
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	line := 0
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		_, rest, _ := strings.Cut(msg, ": ")
+		return &Error{Pos: Pos{File: file, Line: line, Column: 1}, Message: rest, Err: err}
+	}
+	return &Error{Pos: Pos{File: file, Line: 1, Column: 1}, Message: msg, Err: err}
+}
+
+func (l *loader) duration(c *compiler, s Scalar, ctx errCtx, what string, def time.Duration) time.Duration {
+	if !s.Set {
+		return def
+	}
+	if s.notScalar {
+		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), what+": expected a duration such as 30s"))
+		return def
+	}
+	d, err := model.ParseDuration(s.Value)
+	if err != nil {
+		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), fmt.Sprintf("%s: bad duration %q (use a number and a unit: ms, s, m, h, d, w)", what, s.Value)))
+		return def
+	}
+	return time.Duration(d)
+}
+
+func (l *loader) required(c *compiler, s Scalar, at Pos, ctx errCtx, what string) bool {
+	if !s.Set || (strings.TrimSpace(s.Value) == "" && !s.notScalar) {
+		l.errs = append(l.errs, ctx.at(at, what+" is required"))
+		return false
+	}
+	return true
+}
+
+func (l *loader) stream(c *compiler, name string, s *streamSpec) {
+	ctx := errCtx{stream: name}
+	at := Pos{File: c.file, Line: s.line, Column: s.column}
+	if prev, ok := l.set.Streams[name]; ok {
+		// The same stream may be declared by several files, so each rule file
+		// stands alone; the declarations must agree.
+		if canonical(prev.spec.raw) != canonical(s.raw) {
+			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("declared differently at %s", prev.pos)))
+		}
+		return
+	}
+	st := &Stream{Name: name, Format: "json", spec: s, pos: at}
+	if l.required(c, s.Topic, at, ctx, "topic") {
+		st.Topic = s.Topic.Value
+	}
+	if s.Format.Set && s.Format.Value != "json" {
+		l.errs = append(l.errs, ctx.at(c.pos(s.Format, 1, 0), fmt.Sprintf("format %q is not supported (supported: json)", s.Format.Value)))
+	}
+	if l.required(c, s.ID, at, ctx, "id") {
+		st.ID = c.stringExpr(s.ID, ctx, "id")
+	}
+	if l.required(c, s.Key, at, ctx, "key") {
+		st.Key = c.stringExpr(s.Key, ctx, "key")
+	}
+	if l.required(c, s.Time, at, ctx, "time") {
+		st.Time = c.timeExpr(s.Time, ctx, "time")
+	}
+	st.AllowedLateness = l.duration(c, s.AllowedLateness, ctx, "allowed_lateness", DefaultAllowedLateness)
+	st.IdleAfter = l.duration(c, s.IdleAfter, ctx, "idle_after", DefaultIdleAfter)
+	st.MaxLag = l.duration(c, s.MaxLag, ctx, "max_lag", 0)
+	l.set.Streams[name] = st
+	l.streamNodes[name] = s.raw
+}
+
+func (l *loader) rule(c *compiler, r *ruleSpec) {
+	at := Pos{File: c.file, Line: r.line, Column: r.column}
+	ctx := errCtx{inRule: true, rule: r.Name.Value}
+	if !l.required(c, r.Name, at, ctx, "name") {
+		return
+	}
+	if !ruleNameRE.MatchString(r.Name.Value) {
+		l.errs = append(l.errs, ctx.at(c.pos(r.Name, 1, 0), "name must match [a-zA-Z_][a-zA-Z0-9_]* (it becomes the alertname)"))
+	}
+	if prev, ok := l.ruleAt[r.Name.Value]; ok {
+		l.errs = append(l.errs, ctx.at(c.pos(r.Name, 1, 0), fmt.Sprintf("duplicate rule name, first defined at %s", prev)))
+		return
+	}
+	l.ruleAt[r.Name.Value] = c.pos(r.Name, 1, 0)
+	rule := &Rule{
+		Name:        r.Name.Value,
+		Kind:        r.Kind.Value,
+		Description: r.Description.Value,
+		Labels:      map[string]string{},
+		Annotations: map[string]string{},
+		Impact:      Impact{Unit: r.Impact.unit()},
+		Pos:         at,
+	}
+	for k, v := range r.Labels {
+		if !labelNameRE.MatchString(k) || k == "alertname" || k == "severity" {
+			l.errs = append(l.errs, ctx.at(c.pos(v, 1, 0), fmt.Sprintf("label %q: not a valid label name, or reserved (alertname and severity are set by the monitor)", k)))
+			continue
+		}
+		rule.Labels[k] = v.Value
+	}
+	for k, v := range r.Annotations {
+		rule.Annotations[k] = v.Value
+	}
+	if !l.required(c, r.Kind, at, ctx, "kind") {
+		return
+	}
+	var streams []string
+	switch r.Kind.Value {
+	case KindAbsence:
+		rule.Absence, streams = l.absence(c, r, at, ctx)
+	default:
+		l.errs = append(l.errs, ctx.at(c.pos(r.Kind, 1, 0), fmt.Sprintf("unknown kind %q (supported: %s)", r.Kind.Value, strings.Join(supportedKinds, ", "))))
+		return
+	}
+	if r.Impact != nil {
+		if r.Impact.Value.Set {
+			rule.Impact.Value = c.numberExpr(r.Impact.Value, ctx, "impact.value")
+		}
+		if r.Impact.Customer.Set {
+			rule.Impact.Customer = c.stringExpr(r.Impact.Customer, ctx, "impact.customer")
+		}
+	}
+	seen := map[string]bool{}
+	for i, s := range r.Severity {
+		if !s.Name.Set || s.Name.Value == "" {
+			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("severity[%d]: name is required", i)))
+			continue
+		}
+		if seen[s.Name.Value] {
+			l.errs = append(l.errs, ctx.at(c.pos(s.Name, 1, 0), fmt.Sprintf("severity %q defined twice", s.Name.Value)))
+		}
+		seen[s.Name.Value] = true
+		tier := SeverityTier{Name: s.Name.Value}
+		if s.When.Set {
+			tier.cond, _ = c.compile(c.aggs, s.When, ctx, "severity "+s.Name.Value, cel.BoolType)
+		}
+		rule.Severity = append(rule.Severity, tier)
+	}
+	rule.Version = l.ruleVersion(r, streams)
+	l.set.Rules = append(l.set.Rules, rule)
+}
+
+func (i *impactSpec) unit() string {
+	if i == nil {
+		return ""
+	}
+	return i.Unit.Value
+}
+
+func (l *loader) side(c *compiler, s *sideSpec, at Pos, ctx errCtx, what string) (Side, string) {
+	var side Side
+	if s == nil {
+		l.errs = append(l.errs, ctx.at(at, what+" is required"))
+		return side, ""
+	}
+	if !l.required(c, s.Stream, at, ctx, what+".stream") {
+		return side, ""
+	}
+	st, ok := l.set.Streams[s.Stream.Value]
+	if !ok {
+		l.errs = append(l.errs, ctx.at(c.pos(s.Stream, 1, 0), fmt.Sprintf("%s.stream: unknown stream %q (declare it under streams:)", what, s.Stream.Value)))
+		return side, ""
+	}
+	side.Stream = st
+	side.Key = st.Key
+	if s.Condition.Set {
+		side.Condition = c.boolExpr(s.Condition, ctx, what+".if")
+	}
+	if s.Key.Set {
+		side.Key = c.stringExpr(s.Key, ctx, what+".key")
+	}
+	return side, st.Name
+}
+
+func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence, []string) {
+	a := &Absence{}
+	var ws, es string
+	a.When, ws = l.side(c, r.When, at, ctx, "when")
+	a.Expect, es = l.side(c, r.Expect, at, ctx, "expect")
+	if l.required(c, r.Within, at, ctx, "within") {
+		a.Within = l.duration(c, r.Within, ctx, "within", 0)
+		if _, err := model.ParseDuration(r.Within.Value); err == nil && a.Within <= 0 {
+			l.errs = append(l.errs, ctx.at(c.pos(r.Within, 1, 0), "within must be positive"))
+		}
+	}
+	a.Lookback = l.duration(c, r.Lookback, ctx, "lookback", 0)
+	return a, []string{ws, es}
+}
+
+// ruleVersion hashes the rule's definition and the streams it reads, ignoring
+// comments and layout, so reformatting a file keeps versions while any change
+// of meaning makes a new one.
+func (l *loader) ruleVersion(r *ruleSpec, streams []string) string {
+	h := sha256.New()
+	h.Write([]byte(canonical(r.raw)))
+	for _, s := range streams {
+		if n := l.streamNodes[s]; n != nil {
+			h.Write([]byte(s + ":" + canonical(n)))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// canonical renders a YAML node's content without comments or positions.
+func canonical(n *yaml.Node) string {
+	var b bytes.Buffer
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n == nil {
+			return
+		}
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			b.WriteString("[")
+			for _, c := range n.Content {
+				walk(c)
+				b.WriteString(",")
+			}
+			b.WriteString("]")
+		case yaml.MappingNode:
+			type kv struct{ k, v string }
+			pairs := make([]kv, 0, len(n.Content)/2)
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				var vb bytes.Buffer
+				b, vb = vb, b
+				walk(n.Content[i+1])
+				b, vb = vb, b
+				pairs = append(pairs, kv{n.Content[i].Value, vb.String()})
+			}
+			sort.Slice(pairs, func(i, j int) bool { return pairs[i].k < pairs[j].k })
+			b.WriteString("{")
+			for _, p := range pairs {
+				fmt.Fprintf(&b, "%q:%s,", p.k, p.v)
+			}
+			b.WriteString("}")
+		case yaml.AliasNode:
+			walk(n.Alias)
+		default:
+			fmt.Fprintf(&b, "%q", n.Value)
+		}
+	}
+	walk(n)
+	return b.String()
+}

@@ -1,0 +1,69 @@
+// Package violation defines the record of a broken invariant that flows from
+// the engine to storage, the HTTP API and the alerting side.
+package violation
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// State is the lifecycle state of a violation.
+type State string
+
+const (
+	// Open means the invariant is broken and nothing has repaired it yet.
+	Open State = "open"
+	// Resolved means the invariant became satisfied after it was broken
+	// (for example the ledger entry arrived after its deadline). A resolved
+	// violation is kept: late arrival is information.
+	Resolved State = "resolved"
+)
+
+// Source locates the Kafka record that triggered a violation.
+type Source struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+// Violation is one broken invariant for one entity.
+type Violation struct {
+	// ID is deterministic: see ID. Re-reading the same input yields the same ids.
+	ID          string `json:"id"`
+	Rule        string `json:"rule"`
+	RuleVersion string `json:"rule_version"`
+	// Key is the entity the rule joins on (for example the payment id).
+	Key   string `json:"key"`
+	State State  `json:"state"`
+	// Impact is the rule's impact.value for this violation (for example money at risk).
+	Impact float64 `json:"impact"`
+	// Customer is the rule's impact.customer (for example the account id).
+	Customer string `json:"customer,omitempty"`
+	// TriggerEventID is the id of the event that started the expectation.
+	TriggerEventID string `json:"trigger_event_id"`
+	// EventTime is the triggering event's event time.
+	EventTime time.Time `json:"event_time"`
+	// Deadline is the event time by which the invariant had to hold.
+	Deadline time.Time `json:"deadline"`
+	// DetectedAt is the monitor's clock when the violation was recorded.
+	DetectedAt time.Time `json:"detected_at"`
+	// ResolvedAt is the monitor's clock when the violation was resolved.
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+	// ResolvedByEventTime is the event time of the event that resolved it.
+	ResolvedByEventTime *time.Time `json:"resolved_by_event_time,omitempty"`
+	// Source is the triggering record.
+	Source Source `json:"source"`
+}
+
+// ID returns the deterministic id of a violation: a hash of the rule's name
+// and version, the entity key and the triggering event id. The same input read
+// twice (redelivery, restart, replay) yields the same id, never a new one.
+func ID(rule, ruleVersion, key, triggerEventID string) string {
+	h := sha256.New()
+	for _, s := range []string{rule, ruleVersion, key, triggerEventID} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
