@@ -1,0 +1,83 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/monitor"
+)
+
+func runCmd() *cobra.Command {
+	var (
+		path     string
+		logLevel string
+		cfg      = config.Defaults()
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Consume the business topics as a consumer group and page on broken invariants",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path != "" {
+				fileCfg, err := config.Load(path)
+				if err != nil {
+					return err
+				}
+				// Flags given on the command line win over the file.
+				applyFlags(cmd, &fileCfg, &cfg)
+				cfg = fileCfg
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			m, err := monitor.New(cmd.Context(), monitor.Options{Config: cfg, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			log.Info("monitor started", zap.Strings("brokers", cfg.Kafka.Brokers), zap.String("group", cfg.Kafka.Group),
+				zap.String("http", m.HTTPAddr()), zap.Int("rules", len(m.Rules().Rules)), zap.String("rules_version", m.Rules().Version))
+			err = m.Run(cmd.Context())
+			log.Info("monitor stopped", zap.Error(err))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&path, "config", "", "configuration file (YAML); flags override it")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringSliceVar(&cfg.Kafka.Brokers, "kafka.brokers", nil, "seed brokers, host:port, comma-separated")
+	f.StringVar(&cfg.Kafka.Group, "kafka.group", cfg.Kafka.Group, "consumer group")
+	f.StringVar(&cfg.Kafka.ClientID, "kafka.client-id", cfg.Kafka.ClientID, "Kafka client id")
+	f.StringVar(&cfg.Kafka.DLQTopic, "kafka.dlq-topic", "", "dead-letter topic (default <group>.dlq)")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "Badger state directory")
+	f.StringSliceVar(&cfg.RuleFiles, "rule-files", nil, "rule file globs, comma-separated")
+	f.StringVar(&cfg.HTTP.Listen, "http.listen", cfg.HTTP.Listen, "HTTP listen address for /metrics, health and API")
+	f.StringVar(&cfg.HTTP.ExternalURL, "http.external-url", cfg.HTTP.ExternalURL, "URL users reach the monitor at (alert links)")
+	f.StringSliceVar(&cfg.Alertmanager.URLs, "alertmanager.url", nil, "Alertmanager base URL; repeat for HA")
+	f.DurationVar(&cfg.Alertmanager.ResendInterval, "alertmanager.resend-interval", cfg.Alertmanager.ResendInterval, "re-send period of firing alerts")
+	return cmd
+}
+
+// applyFlags copies every flag the user set onto the file's configuration.
+func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
+	set := func(name string, apply func()) {
+		if cmd.Flags().Changed(name) {
+			apply()
+		}
+	}
+	set("kafka.brokers", func() { dst.Kafka.Brokers = flags.Kafka.Brokers })
+	set("kafka.group", func() { dst.Kafka.Group = flags.Kafka.Group })
+	set("kafka.client-id", func() { dst.Kafka.ClientID = flags.Kafka.ClientID })
+	set("kafka.dlq-topic", func() { dst.Kafka.DLQTopic = flags.Kafka.DLQTopic })
+	set("state-dir", func() { dst.StateDir = flags.StateDir })
+	set("rule-files", func() { dst.RuleFiles = flags.RuleFiles })
+	set("http.listen", func() { dst.HTTP.Listen = flags.HTTP.Listen })
+	set("http.external-url", func() { dst.HTTP.ExternalURL = flags.HTTP.ExternalURL })
+	set("alertmanager.url", func() { dst.Alertmanager.URLs = flags.Alertmanager.URLs })
+	set("alertmanager.resend-interval", func() { dst.Alertmanager.ResendInterval = flags.Alertmanager.ResendInterval })
+}

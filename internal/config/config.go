@@ -1,0 +1,142 @@
+// Package config reads the monitor's configuration file.
+//
+// Every setting can also be given as a flag (see cmd/monitor); flags win.
+// `${NAME}` in the file is replaced by the environment variable NAME, so
+// secrets such as SASL passwords stay out of the file.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the monitor's configuration.
+type Config struct {
+	Kafka Kafka `yaml:"kafka"`
+	// StateDir holds the Badger state. Default "./invmon-state".
+	StateDir string `yaml:"state_dir"`
+	// RuleFiles are globs of rule files. Required.
+	RuleFiles    []string     `yaml:"rule_files"`
+	HTTP         HTTP         `yaml:"http"`
+	Alertmanager Alertmanager `yaml:"alertmanager"`
+}
+
+// Kafka configures the cluster connection and the consumer group.
+type Kafka struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string `yaml:"brokers"`
+	// Group is the consumer group. Default "invmon".
+	Group string `yaml:"group"`
+	// ClientID names the client. Default "invmon".
+	ClientID string `yaml:"client_id"`
+	// DLQTopic receives poison records. Default "<group>.dlq".
+	DLQTopic string `yaml:"dlq_topic"`
+	TLS      TLS    `yaml:"tls"`
+	SASL     SASL   `yaml:"sasl"`
+}
+
+// TLS configures TLS to the brokers. Default off.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASL configures SASL authentication. Mechanism is one of PLAIN,
+// SCRAM-SHA-256, SCRAM-SHA-512; empty disables SASL (the default).
+type SASL struct {
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+}
+
+// HTTP configures the monitor's HTTP server.
+type HTTP struct {
+	// Listen is the address of /metrics, the health checks and the API.
+	// Default ":8080".
+	Listen string `yaml:"listen"`
+	// ExternalURL is how users reach the monitor; alert links point there.
+	// Default "http://localhost:8080".
+	ExternalURL string `yaml:"external_url"`
+}
+
+// Alertmanager configures where alerts go.
+type Alertmanager struct {
+	// URLs of every Alertmanager of an HA pair or cluster; each receives every
+	// alert. Empty disables alerting.
+	URLs []string `yaml:"urls"`
+	// ResendInterval is how often firing alerts are re-sent. Default 1m.
+	ResendInterval time.Duration `yaml:"resend_interval"`
+	// BearerToken authenticates to Alertmanager. Default none.
+	BearerToken string `yaml:"bearer_token"`
+	// BasicAuth authenticates to Alertmanager. Default none.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Defaults returns a configuration with every default set.
+func Defaults() Config {
+	return Config{
+		Kafka:        Kafka{Group: "invmon", ClientID: "invmon"},
+		StateDir:     "./invmon-state",
+		HTTP:         HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080"},
+		Alertmanager: Alertmanager{ResendInterval: time.Minute},
+	}
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Load reads a configuration file over the defaults. Unknown fields are
+// errors, so a misspelt setting is not silently ignored.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	var missing []string
+	expanded := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return cfg, fmt.Errorf("config %s: environment variables not set: %v", path, missing)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Kafka.Brokers) == 0:
+		return fmt.Errorf("config: kafka.brokers is required")
+	case len(c.RuleFiles) == 0:
+		return fmt.Errorf("config: rule_files is required")
+	case c.StateDir == "":
+		return fmt.Errorf("config: state_dir is required")
+	case c.Alertmanager.ResendInterval <= 0:
+		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
+	}
+	switch c.Kafka.SASL.Mechanism {
+	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		return fmt.Errorf("config: kafka.sasl.mechanism %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", c.Kafka.SASL.Mechanism)
+	}
+	return nil
+}

@@ -1,0 +1,539 @@
+// Package consumer runs the monitor as a long-lived Kafka consumer group:
+// it polls the rules' topics, hands each partition's records to its engine,
+// routes poison records to a dead-letter topic, and commits offsets to Kafka
+// only after the state they produced is durable in Badger.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+	"github.com/twmb/franz-go/plugin/kzap"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// Config configures the consumer.
+type Config struct {
+	// Brokers are the seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group id. Default "invmon".
+	Group string
+	// ClientID names the client to the brokers. Default "invmon".
+	ClientID string
+	// DLQTopic receives records that cannot be decoded or evaluated.
+	// Default "<group>.dlq".
+	DLQTopic string
+	// MaxPollRecords bounds one batch: the unit of state writes and commits.
+	// Default 10000.
+	MaxPollRecords int
+	// TickInterval is how often the watermarks are advanced when no records
+	// arrive, so absence is detected on a silent stream. Default 1s.
+	TickInterval time.Duration
+	// Opts are extra franz-go options such as TLS and SASL.
+	Opts []kgo.Opt
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Registerer receives the consumer's and the Kafka client's metrics; nil
+	// registers nothing.
+	Registerer prometheus.Registerer
+	// OnCommit is called, after each durable commit, with the violations that
+	// opened or resolved in it. Optional.
+	OnCommit func([]violation.Violation)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Group == "" {
+		c.Group = "invmon"
+	}
+	if c.ClientID == "" {
+		c.ClientID = "invmon"
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = c.Group + ".dlq"
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 10000
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Consumer is the monitor's group consumer.
+type Consumer struct {
+	cfg     Config
+	rs      *rules.RuleSet
+	store   *joinstate.Store
+	log     *zap.Logger
+	cl      *kgo.Client
+	adm     *kadm.Client
+	topics  []string
+	metrics *engine.Metrics
+	lag     *prometheus.GaugeVec
+	dlqOut  *prometheus.CounterVec
+
+	// mu guards the partitions; the poll loop holds it while processing and
+	// the rebalance callbacks while changing the assignment.
+	mu       sync.Mutex
+	assigned map[string]map[int32]bool
+	parts    map[int32]*partition
+	ends     map[string]map[int32]int64
+	starts   map[string]map[int32]int64
+	endsAt   time.Time
+
+	ready    atomic.Bool
+	records  atomic.Int64
+	dlqCount atomic.Int64
+}
+
+// partition is one partition number of every input topic, owned by this
+// member together (the topics are co-partitioned).
+type partition struct {
+	id  int32
+	eng *engine.Partition
+	// applied is the last offset per topic whose effects are durable.
+	applied map[string]int64
+	// next is the next offset to read per topic, once known.
+	next map[string]int64
+	// batch is the last offset per topic applied in the current batch.
+	batch map[string]int64
+	dlq   []*kgo.Record
+}
+
+// New connects to the cluster, checks that the rules' topics are
+// co-partitioned, creates the dead-letter topic when missing, and joins the
+// group lazily on Run.
+func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.Store, metrics *engine.Metrics, log *zap.Logger) (*Consumer, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("no Kafka brokers configured")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if metrics == nil {
+		metrics = engine.NewMetrics(nil)
+	}
+	c := &Consumer{
+		cfg: cfg, rs: rs, store: store, log: log, metrics: metrics,
+		topics:   topicsOf(rs),
+		assigned: map[string]map[int32]bool{},
+		parts:    map[int32]*partition{},
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "invmon_consumer_lag_records", Help: "Records between the monitor's position and the high-water mark, per topic and partition.",
+		}, []string{"topic", "partition"}),
+		dlqOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_dead_letters_total", Help: "Records sent to the dead-letter topic, per source topic and reason.",
+		}, []string{"topic", "reason"}),
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(c.topics...),
+		// Range assignment gives one member the same partition number of
+		// every topic when partition counts are equal: the co-partitioning
+		// that lets a payment and its ledger entry meet in one worker.
+		kgo.Balancers(kgo.RangeBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.WithLogger(kzap.New(log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
+		kgo.OnPartitionsAssigned(c.onAssigned),
+		kgo.OnPartitionsRevoked(c.onRevoked),
+		kgo.OnPartitionsLost(c.onLost),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut)
+		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
+	}
+	opts = append(opts, cfg.Opts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	c.cl = cl
+	c.adm = kadm.NewClient(cl)
+	if err := c.checkTopics(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func topicsOf(rs *rules.RuleSet) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range rs.Streams {
+		if !seen[s.Topic] {
+			seen[s.Topic] = true
+			out = append(out, s.Topic)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkTopics refuses to start when one rule's topics have different
+// partition counts: their events would never meet in one partition.
+func (c *Consumer) checkTopics(ctx context.Context) error {
+	details, err := c.adm.ListTopics(ctx, append([]string{c.cfg.DLQTopic}, c.topics...)...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	if err := CheckCoPartitioned(c.rs, details); err != nil {
+		return err
+	}
+	for _, t := range c.topics {
+		if d, ok := details[t]; !ok || d.Err != nil {
+			c.log.Warn("input topic does not exist yet; consuming it once it does", zap.String("topic", t))
+		}
+	}
+	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
+		resp, err := c.adm.CreateTopic(ctx, 1, -1, nil, c.cfg.DLQTopic)
+		if err != nil || (resp.Err != nil && !isTopicExists(resp.Err)) {
+			return fmt.Errorf("create dead-letter topic %q: %w", c.cfg.DLQTopic, errors.Join(err, resp.Err))
+		}
+	}
+	return nil
+}
+
+// Close leaves the group and closes the client. Call it after Run returns.
+func (c *Consumer) Close() { c.cl.CloseAllowingRebalance() }
+
+// Ready reports whether the consumer has joined the group and loaded the
+// state of its partitions.
+func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// Stats is a snapshot of the consumer's progress.
+type Stats struct {
+	// Records counts input records handled (applied or dead-lettered).
+	Records int64
+	// DeadLetters counts records sent to the dead-letter topic.
+	DeadLetters int64
+	// Pending counts expectations waiting for their deadline.
+	Pending int
+	// CaughtUp is true when every assigned input partition has reached its
+	// high-water mark.
+	CaughtUp bool
+	// Partitions is how many partition numbers this member owns.
+	Partitions int
+}
+
+// Stats returns the consumer's progress.
+func (c *Consumer) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Stats{Records: c.records.Load(), DeadLetters: c.dlqCount.Load(), CaughtUp: true, Partitions: len(c.parts)}
+	for _, p := range c.parts {
+		s.Pending += p.eng.PendingCount()
+		for _, t := range c.topics {
+			if !c.caughtUp(p, t) {
+				s.CaughtUp = false
+			}
+		}
+	}
+	return s
+}
+
+func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t, ps := range tps {
+		if c.assigned[t] == nil {
+			c.assigned[t] = map[int32]bool{}
+		}
+		for _, p := range ps {
+			c.assigned[t][p] = true
+		}
+	}
+	c.log.Info("partitions assigned", zap.Any("partitions", tps))
+}
+
+// onRevoked drops the revoked partitions' engines. Every batch is committed
+// before the poll loop allows a rebalance, so there is nothing left to commit
+// here; the state is durable and the next owner starts from it.
+func (c *Consumer) onRevoked(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.drop(tps)
+	c.log.Info("partitions revoked", zap.Any("partitions", tps))
+}
+
+// onLost drops the partitions without committing: another member may
+// already own them.
+func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.drop(tps)
+	c.log.Warn("partitions lost", zap.Any("partitions", tps))
+}
+
+func (c *Consumer) drop(tps map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t, ps := range tps {
+		for _, p := range ps {
+			delete(c.assigned[t], p)
+			// The engine holds state read from Badger; when the partition comes
+			// back it must be reloaded, since another member may have moved it on.
+			delete(c.parts, p)
+		}
+	}
+}
+
+// Run polls and processes until ctx is done, then finishes the batch in hand
+// and returns. Call Close afterwards to leave the group.
+func (c *Consumer) Run(ctx context.Context) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.TickInterval)
+		fetches := c.cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		for _, fe := range fetches.Errors() {
+			if errors.Is(fe.Err, context.DeadlineExceeded) || errors.Is(fe.Err, context.Canceled) {
+				continue
+			}
+			// The client retries retriable errors itself; what reaches here is
+			// worth an operator's eye but not worth stopping for.
+			c.log.Warn("fetch error", zap.String("topic", fe.Topic), zap.Int32("partition", fe.Partition), zap.Error(fe.Err))
+		}
+		err := c.process(fetches)
+		c.cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (c *Consumer) process(fetches kgo.Fetches) error {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.loadAssigned(now); err != nil {
+		return err
+	}
+	work := map[*partition][]kgo.FetchTopicPartition{}
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		p := c.parts[ftp.Partition]
+		if p == nil || !c.assigned[ftp.Topic][ftp.Partition] {
+			return // revoked since the fetch: the next owner reads it
+		}
+		work[p] = append(work[p], ftp)
+	})
+	var wg sync.WaitGroup
+	for p, ftps := range work {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.apply(p, ftps, now)
+		}()
+	}
+	wg.Wait()
+	c.refreshOffsets(now)
+	deltas := make([]joinstate.PartitionDelta, 0, len(c.parts))
+	var dlq []*kgo.Record
+	for _, p := range c.parts {
+		for _, t := range c.topics {
+			p.eng.SetCaughtUp(t, c.caughtUp(p, t))
+		}
+		p.eng.Advance(now)
+		d := p.eng.TakeDelta()
+		if d.Empty() && len(p.batch) == 0 {
+			continue
+		}
+		deltas = append(deltas, joinstate.PartitionDelta{Partition: p.id, Delta: d, Offsets: p.batch})
+		dlq = append(dlq, p.dlq...)
+	}
+	if len(deltas) == 0 {
+		if len(c.parts) > 0 || len(c.assigned) > 0 {
+			c.ready.Store(true)
+		}
+		return nil
+	}
+	// Dead letters first: once the state says a record is applied it is never
+	// read again, so its dead letter must be safe before that.
+	if len(dlq) > 0 {
+		if err := c.cl.ProduceSync(context.Background(), dlq...).FirstErr(); err != nil {
+			return fmt.Errorf("produce to dead-letter topic %q: %w", c.cfg.DLQTopic, err)
+		}
+	}
+	if err := c.store.Commit(deltas...); err != nil {
+		return err
+	}
+	var changed []violation.Violation
+	for _, pd := range deltas {
+		p := c.parts[pd.Partition]
+		for t, off := range p.batch {
+			p.applied[t] = off
+		}
+		p.batch = map[string]int64{}
+		p.dlq = nil
+		changed = append(changed, pd.Delta.Changed...)
+	}
+	if err := c.cl.CommitUncommittedOffsets(context.Background()); err != nil {
+		// The state is durable and the records are skipped on re-read, so a
+		// failed commit costs a re-read, not correctness.
+		c.log.Warn("commit offsets", zap.Error(err))
+	}
+	c.ready.Store(true)
+	if c.cfg.OnCommit != nil && len(changed) > 0 {
+		c.cfg.OnCommit(changed)
+	}
+	return nil
+}
+
+// loadAssigned creates an engine, from durable state, for every newly
+// assigned partition number, so that deadlines restored from state fire even
+// if the partition never receives another record.
+func (c *Consumer) loadAssigned(now time.Time) error {
+	for _, ps := range c.assigned {
+		for id := range ps {
+			if c.parts[id] != nil {
+				continue
+			}
+			eng, err := engine.NewPartition(id, c.rs, c.store.Snapshot(id), c.metrics, c.log, now)
+			if err != nil {
+				return err
+			}
+			p := &partition{id: id, eng: eng, applied: map[string]int64{}, next: map[string]int64{}, batch: map[string]int64{}}
+			for _, t := range c.topics {
+				off, err := c.store.AppliedOffset(t, id)
+				if err != nil {
+					return fmt.Errorf("applied offset %s[%d]: %w", t, id, err)
+				}
+				p.applied[t] = off
+			}
+			c.parts[id] = p
+			c.endsAt = time.Time{} // learn the new partitions' ends now
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.Time) {
+	var rec engine.Record
+	for _, ftp := range ftps {
+		applied := p.applied[ftp.Topic]
+		for _, r := range ftp.Records {
+			p.next[ftp.Topic] = r.Offset + 1
+			c.records.Add(1)
+			if r.Offset <= applied {
+				continue // its effects are already in the state
+			}
+			rec = engine.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+			if err := p.eng.Apply(&rec, now); err != nil {
+				var de *engine.DecodeError
+				if !errors.As(err, &de) {
+					de = &engine.DecodeError{Reason: "error", Err: err}
+				}
+				p.dlq = append(p.dlq, c.deadLetter(r, de))
+			}
+			p.batch[ftp.Topic] = r.Offset
+		}
+	}
+}
+
+func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record {
+	c.dlqCount.Add(1)
+	c.dlqOut.WithLabelValues(r.Topic, de.Reason).Inc()
+	return &kgo.Record{
+		Topic: c.cfg.DLQTopic,
+		Key:   r.Key,
+		Value: r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: "invmon.error", Value: []byte(de.Error())},
+			{Key: "invmon.reason", Value: []byte(de.Reason)},
+			{Key: "invmon.source.topic", Value: []byte(r.Topic)},
+			{Key: "invmon.source.partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: "invmon.source.offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			{Key: "invmon.stream", Value: []byte(de.Stream)},
+			{Key: "invmon.rule", Value: []byte(de.Rule)},
+		},
+	}
+}
+
+// refreshOffsets learns the start and end offsets of the assigned
+// partitions, at most once per tick: an input is idle only once it has read
+// up to its end.
+func (c *Consumer) refreshOffsets(now time.Time) {
+	if now.Sub(c.endsAt) < c.cfg.TickInterval || len(c.parts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ends, err := c.adm.ListEndOffsets(ctx, c.topics...)
+	if err != nil {
+		c.log.Warn("list end offsets", zap.Error(err))
+		return
+	}
+	starts, err := c.adm.ListStartOffsets(ctx, c.topics...)
+	if err != nil {
+		c.log.Warn("list start offsets", zap.Error(err))
+		return
+	}
+	c.ends, c.starts = toMap(ends), toMap(starts)
+	c.endsAt = now
+	for _, p := range c.parts {
+		for _, t := range c.topics {
+			if end, ok := c.ends[t][p.id]; ok {
+				c.lag.WithLabelValues(t, strconv.Itoa(int(p.id))).Set(float64(max(0, end-c.position(p, t))))
+			}
+		}
+	}
+}
+
+func toMap(offs kadm.ListedOffsets) map[string]map[int32]int64 {
+	out := map[string]map[int32]int64{}
+	offs.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]int64{}
+		}
+		out[o.Topic][o.Partition] = o.Offset
+	})
+	return out
+}
+
+// position is the next offset this member will process on topic/partition.
+func (c *Consumer) position(p *partition, topic string) int64 {
+	pos := p.applied[topic] + 1
+	if n, ok := p.next[topic]; ok && n > pos {
+		pos = n
+	}
+	if s, ok := c.starts[topic][p.id]; ok && s > pos {
+		pos = s
+	}
+	return pos
+}
+
+func (c *Consumer) caughtUp(p *partition, topic string) bool {
+	end, ok := c.ends[topic][p.id]
+	return ok && c.position(p, topic) >= end
+}

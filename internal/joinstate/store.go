@@ -1,0 +1,314 @@
+// Package joinstate keeps the monitor's durable state in Badger: each
+// partition's join state and violations, and the input offsets that state
+// reflects, written together so that no event is ever applied twice.
+package joinstate
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// Options size Badger for the machine. The defaults suit a small machine
+// (2 cores, a few GiB for the monitor); raise the caches for large state.
+type Options struct {
+	// MemTableSize is the size of each in-memory table. Default 32 MiB.
+	MemTableSize int64
+	// NumMemtables is how many memtables may be held before writes stall.
+	// Default 3.
+	NumMemtables int
+	// BlockCacheSize caches decompressed table blocks. Default 64 MiB.
+	BlockCacheSize int64
+	// IndexCacheSize caches table indexes and bloom filters. Default 32 MiB.
+	IndexCacheSize int64
+	// NumCompactors is the number of compaction goroutines. Default 2.
+	NumCompactors int
+	// InMemory keeps everything in memory (for the demo and tests). Default false.
+	InMemory bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 32 << 20
+	}
+	if o.NumMemtables == 0 {
+		o.NumMemtables = 3
+	}
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = 64 << 20
+	}
+	if o.IndexCacheSize == 0 {
+		o.IndexCacheSize = 32 << 20
+	}
+	if o.NumCompactors == 0 {
+		o.NumCompactors = 2
+	}
+	return o
+}
+
+// Store is the monitor's Badger database.
+type Store struct {
+	db  *badger.DB
+	log *zap.Logger
+}
+
+// Open opens (or creates) the state directory.
+func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts = opts.withDefaults()
+	bo := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log.Named("badger").Sugar()}).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(opts.NumMemtables).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithNumCompactors(opts.NumCompactors).
+		WithNumLevelZeroTables(opts.NumMemtables).
+		// Commits are synced explicitly per batch (see Commit); syncing every
+		// write as well would only cost time.
+		WithSyncWrites(false)
+	if opts.InMemory {
+		bo = bo.WithInMemory(true).WithDir("").WithValueDir("")
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open state dir %q: %w", dir, err)
+	}
+	return &Store{db: db, log: log}, nil
+}
+
+// DB returns the underlying database, for packages that keep their own
+// prefix in it (the alert state).
+func (s *Store) DB() *badger.DB { return s.db }
+
+// Close flushes and closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Stored keys put the partition right after the engine's two-byte key type
+// ("r/", "v/", "w/"), so that one partition's state is a prefix scan and
+// all violations of every partition are one too.
+func stateKey(partition int32, key string) []byte {
+	b := make([]byte, 0, len(key)+4)
+	b = append(b, key[:2]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(partition))
+	return append(b, key[2:]...)
+}
+
+func offsetKey(topic string, partition int32) []byte {
+	b := append([]byte("o/"+topic+"/"), 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(partition))
+	return b
+}
+
+// Snapshot returns a view of one partition's state for engine.NewPartition.
+func (s *Store) Snapshot(partition int32) engine.Snapshot {
+	return snapshot{db: s.db, partition: partition}
+}
+
+type snapshot struct {
+	db        *badger.DB
+	partition int32
+}
+
+func (sn snapshot) Scan(prefix string, fn func(key string, value []byte) error) error {
+	if len(prefix) < 2 {
+		return fmt.Errorf("scan prefix %q is shorter than a key type", prefix)
+	}
+	p := stateKey(sn.partition, prefix)
+	return sn.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			key := string(k[:2]) + string(k[6:])
+			if err := fn(key, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PartitionDelta is one partition's changes and the input offsets they
+// reflect: the last applied offset per topic.
+type PartitionDelta struct {
+	Partition int32
+	Delta     *engine.Delta
+	Offsets   map[string]int64
+}
+
+// Commit writes the deltas and applied offsets of any number of partitions
+// and syncs them to disk, so that the caller may then commit the offsets to
+// Kafka. One commit per poll keeps the fsync cost per batch, not per event.
+//
+// It is one Badger transaction when it fits. A larger one is split, with the
+// offsets in the last part: a crash in between leaves some state applied and
+// the offsets behind, and re-reading those records is harmless because the
+// engine applies an event twice as once (ids are deterministic, sets dedup).
+func (s *Store) Commit(deltas ...PartitionDelta) error {
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	set := func(k, v []byte) error {
+		err := txn.Set(k, v)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.Set(k, v)
+		}
+		return err
+	}
+	del := func(k []byte) error {
+		err := txn.Delete(k)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.Delete(k)
+		}
+		return err
+	}
+	for _, pd := range deltas {
+		if pd.Delta == nil {
+			continue
+		}
+		for k, op := range pd.Delta.Ops {
+			var err error
+			if op.Delete {
+				err = del(stateKey(pd.Partition, k))
+			} else {
+				err = set(stateKey(pd.Partition, k), op.Value)
+			}
+			if err != nil {
+				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
+			}
+		}
+	}
+	for _, pd := range deltas {
+		for topic, off := range pd.Offsets {
+			if err := set(offsetKey(topic, pd.Partition), binary.BigEndian.AppendUint64(nil, uint64(off))); err != nil {
+				return fmt.Errorf("write applied offset %s[%d]: %w", topic, pd.Partition, err)
+			}
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("commit state: %w", err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync state: %w", err)
+	}
+	return nil
+}
+
+// AppliedOffset returns the last offset of topic/partition whose effects are
+// in the state, or -1 when none are.
+func (s *Store) AppliedOffset(topic string, partition int32) (int64, error) {
+	off := int64(-1)
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(offsetKey(topic, partition))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt applied offset for %s[%d]", topic, partition)
+			}
+			off = int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	return off, err
+}
+
+// Filter selects violations for listing.
+type Filter struct {
+	Rule     string
+	State    violation.State // empty for all
+	Customer string
+	// Since and Until bound DetectedAt when set.
+	Since, Until time.Time
+}
+
+func (f Filter) match(v *violation.Violation) bool {
+	return (f.Rule == "" || v.Rule == f.Rule) &&
+		(f.State == "" || v.State == f.State) &&
+		(f.Customer == "" || v.Customer == f.Customer) &&
+		(f.Since.IsZero() || !v.DetectedAt.Before(f.Since)) &&
+		(f.Until.IsZero() || v.DetectedAt.Before(f.Until))
+}
+
+// Violations lists the durable violations of every partition that match f,
+// newest detection first.
+func (s *Store) Violations(f Filter) ([]violation.Violation, error) {
+	var out []violation.Violation
+	err := s.db.View(func(txn *badger.Txn) error {
+		p := []byte("v/")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			var v violation.Violation
+			err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) })
+			if err != nil {
+				return fmt.Errorf("decode violation %q: %w", it.Item().Key(), err)
+			}
+			if f.match(&v) {
+				out = append(out, v)
+			}
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].DetectedAt.Equal(out[j].DetectedAt) {
+			return out[i].DetectedAt.After(out[j].DetectedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, err
+}
+
+// RunGC reclaims value-log space until ctx ends. Badger does not do it by
+// itself; without it the value log only grows.
+func (s *Store) RunGC(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// badgerLogger adapts zap to Badger's logger, demoting its chatty info
+// lines to debug.
+type badgerLogger struct{ s *zap.SugaredLogger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.s.Errorf(f, a...) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.s.Warnf(f, a...) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.s.Debugf(f, a...) }
+func (l badgerLogger) Debugf(f string, a ...any)   { l.s.Debugf(f, a...) }

@@ -1,0 +1,266 @@
+// Package monitor wires the monitor together: state, the consumer group,
+// alerting and the HTTP server. `monitor run` and `monitor demo` both use it.
+package monitor
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/invmon/invmon/internal/alert"
+	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/consumer"
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/server"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// Options are what a Monitor is built from.
+type Options struct {
+	Config config.Config
+	// Rules, when set, are used instead of loading Config.RuleFiles.
+	Rules *rules.RuleSet
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// TickInterval is how often idle inputs are re-evaluated. Default 1s.
+	TickInterval time.Duration
+	// InMemoryState keeps Badger in memory (the demo). Default false.
+	InMemoryState bool
+	// Logger. Default a no-op logger.
+	Logger *zap.Logger
+}
+
+// Monitor is one running monitor process.
+type Monitor struct {
+	opts     Options
+	log      *zap.Logger
+	rules    atomic.Pointer[rules.RuleSet]
+	reg      *prometheus.Registry
+	store    *joinstate.Store
+	consumer *consumer.Consumer
+	alerts   *alert.Manager
+	listener net.Listener
+}
+
+// New opens the state, loads the rules, connects to Kafka and binds the HTTP
+// listener. Nothing is consumed until Run.
+func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
+	cfg := opts.Config
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m := &Monitor{opts: opts, log: opts.Logger, reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	rs := opts.Rules
+	if rs == nil {
+		if rs, err = rules.LoadFiles(cfg.RuleFiles...); err != nil {
+			return nil, err
+		}
+	}
+	m.rules.Store(rs)
+	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
+		return nil, err
+	}
+	acfg := alert.Config{
+		URLs:           cfg.Alertmanager.URLs,
+		ExternalURL:    cfg.HTTP.ExternalURL,
+		ResendInterval: cfg.Alertmanager.ResendInterval,
+		Now:            opts.Now,
+	}
+	acfg.BearerToken = cfg.Alertmanager.BearerToken
+	if cfg.Alertmanager.Username != "" {
+		acfg.BasicAuth = &alert.BasicAuth{Username: cfg.Alertmanager.Username, Password: cfg.Alertmanager.Password}
+	}
+	if m.alerts, err = alert.NewManager(acfg, m.store.DB(), m.reg, m.log.Named("alert")); err != nil {
+		return nil, err
+	}
+	if err = m.alerts.SetRules(RuleSpecs(rs)); err != nil {
+		return nil, err
+	}
+	open, err := m.store.Violations(joinstate.Filter{State: violation.Open})
+	if err != nil {
+		return nil, err
+	}
+	m.alerts.Seed(open)
+	kopts, err := kafkaOpts(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	m.consumer, err = consumer.New(ctx, consumer.Config{
+		Brokers:      cfg.Kafka.Brokers,
+		Group:        cfg.Kafka.Group,
+		ClientID:     cfg.Kafka.ClientID,
+		DLQTopic:     cfg.Kafka.DLQTopic,
+		TickInterval: opts.TickInterval,
+		Opts:         kopts,
+		Now:          opts.Now,
+		Registerer:   m.reg,
+		OnCommit:     func(vs []violation.Violation) { m.alerts.Observe(vs...) },
+	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTP.Listen != "" {
+		if m.listener, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return nil, fmt.Errorf("http listen: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// RuleSpecs turns compiled rules into what the alert manager needs.
+func RuleSpecs(rs *rules.RuleSet) []alert.RuleSpec {
+	specs := make([]alert.RuleSpec, 0, len(rs.Rules))
+	for _, r := range rs.Rules {
+		specs = append(specs, alert.RuleSpec{
+			Name:        r.Name,
+			Labels:      r.Labels,
+			Annotations: r.Annotations,
+			RunbookURL:  r.Annotations["runbook_url"],
+			ImpactUnit:  r.Impact.Unit,
+			Severity: func(a alert.Aggregate) (string, error) {
+				return r.SeverityOf(rules.Aggregate{Count: a.Count, Customers: a.Customers, Total: a.Total})
+			},
+		})
+	}
+	return specs
+}
+
+func kafkaOpts(k config.Kafka) ([]kgo.Opt, error) {
+	var opts []kgo.Opt
+	if k.TLS.Enabled {
+		tc := &tls.Config{InsecureSkipVerify: k.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		if k.TLS.CAFile != "" {
+			pem, err := os.ReadFile(k.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka tls ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("kafka tls ca %s: no certificates", k.TLS.CAFile)
+			}
+		}
+		if k.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(k.TLS.CertFile, k.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka tls client cert: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	switch k.SASL.Mechanism {
+	case "":
+	case "PLAIN":
+		opts = append(opts, kgo.SASL(plain.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("unknown SASL mechanism %q", k.SASL.Mechanism)
+	}
+	return opts, nil
+}
+
+// HTTPAddr returns the address the HTTP server listens on ("" if none).
+func (m *Monitor) HTTPAddr() string {
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
+
+// Stats returns the consumer's progress.
+func (m *Monitor) Stats() consumer.Stats { return m.consumer.Stats() }
+
+// Violations lists durable violations.
+func (m *Monitor) Violations(f joinstate.Filter) ([]violation.Violation, error) {
+	return m.store.Violations(f)
+}
+
+// Rules returns the rules in force.
+func (m *Monitor) Rules() *rules.RuleSet { return m.rules.Load() }
+
+// Run consumes, evaluates and alerts until ctx is done or a component fails.
+func (m *Monitor) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.consumer.Run(ctx) })
+	g.Go(func() error {
+		err := m.alerts.Run(ctx)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error { m.store.RunGC(ctx, 5*time.Minute); return nil })
+	if m.listener != nil {
+		srv := &http.Server{
+			Handler: server.New(server.Sources{
+				Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		g.Go(func() error {
+			if err := srv.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	return g.Wait()
+}
+
+// Close releases everything New acquired. Call it after Run returns.
+func (m *Monitor) Close() {
+	if m.consumer != nil {
+		m.consumer.Close()
+	}
+	if m.alerts != nil {
+		if err := m.alerts.Close(); err != nil {
+			m.log.Warn("close alerts", zap.Error(err))
+		}
+	}
+	if m.listener != nil {
+		_ = m.listener.Close()
+	}
+	if m.store != nil {
+		if err := m.store.Close(); err != nil {
+			m.log.Warn("close state", zap.Error(err))
+		}
+	}
+}
+
+// FlushAlerts evaluates and sends the alerts now, instead of at the next tick.
+func (m *Monitor) FlushAlerts(ctx context.Context) error { return m.alerts.Tick(ctx) }

@@ -1,0 +1,33 @@
+// Package examplerules embeds the example domain's rule files, so that the
+// demo runs from any directory with nothing but the binary.
+package examplerules
+
+import (
+	"embed"
+	"io/fs"
+	"sort"
+)
+
+//go:embed *.yaml
+var files embed.FS
+
+// Files returns the example rule files' names (sorted) and contents.
+func Files() ([]string, map[string][]byte, error) {
+	names, err := fs.Glob(files, "*.yaml")
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(names)
+	out := make(map[string][]byte, len(names))
+	for _, n := range names {
+		b, err := files.ReadFile(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		out["rules/"+n] = b
+	}
+	for i, n := range names {
+		names[i] = "rules/" + n
+	}
+	return names, out, nil
+}
