@@ -1,9 +1,104 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/invmon/invmon/internal/bench"
 )
 
 func benchCmd() *cobra.Command {
-	return &cobra.Command{Use: "bench", Hidden: true}
+	var (
+		brokers    []string
+		events     int
+		partitions int32
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the monitor's end-to-end rate against a bare franz-go consumer on a real broker",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			prefix := fmt.Sprintf("bench-%d-", time.Now().UnixNano())
+			fmt.Fprintf(os.Stderr, "bench: producing %d events to %s on %v ...\n", events, prefix+"{payments,ledger}", brokers)
+			payments, ledger, n, err := bench.Prepare(ctx, brokers, prefix, events, partitions)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "bench: reading them with a bare franz-go consumer ...\n")
+			raw, err := bench.RawConsume(ctx, brokers, n, payments, ledger)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "bench: running the monitor (absence rule, Badger state on disk) in a child process ...\n")
+			dir, err := os.MkdirTemp("", "invmon-bench-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			child := exec.CommandContext(ctx, self, "bench-monitor", "--brokers", brokers[0], "--payments", payments,
+				"--ledger", ledger, "--records", strconv.Itoa(n), "--state-dir", dir)
+			child.Stderr = os.Stderr
+			out, err := child.Output()
+			if err != nil {
+				return fmt.Errorf("monitor run: %w", err)
+			}
+			var res struct{ ElapsedNS int64 }
+			if err := json.Unmarshal(out, &res); err != nil {
+				return fmt.Errorf("monitor run output %q: %w", out, err)
+			}
+			rss := child.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+			rawRate := float64(n) / raw.Seconds()
+			monRate := float64(n) / time.Duration(res.ElapsedNS).Seconds()
+			fmt.Printf("events:                      %d (%d partitions per topic)\n", n, partitions)
+			fmt.Printf("raw franz-go consume rate:   %.0f events/s\n", rawRate)
+			fmt.Printf("monitor end-to-end rate:     %.0f events/s\n", monRate)
+			fmt.Printf("monitor / raw:               %.1f%%\n", 100*monRate/rawRate)
+			fmt.Printf("monitor peak RSS:            %.0f MiB\n", float64(rss)/(1<<20))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&brokers, "brokers", nil, "seed brokers of the Kafka cluster to measure on")
+	f.IntVar(&events, "events", 2_000_000, "events to produce and consume")
+	f.Int32Var(&partitions, "partitions", 4, "partitions per topic")
+	_ = cmd.MarkFlagRequired("brokers")
+	return cmd
+}
+
+// benchMonitorCmd is the child process of bench, so that the monitor's peak
+// RSS is measured alone.
+func benchMonitorCmd() *cobra.Command {
+	var (
+		brokers, payments, ledger, stateDir string
+		records                             int
+	)
+	cmd := &cobra.Command{
+		Use:    "bench-monitor",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := bench.Monitor(cmd.Context(), []string{brokers}, payments, ledger, records, stateDir)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(map[string]int64{"ElapsedNS": d.Nanoseconds()})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&brokers, "brokers", "", "")
+	f.StringVar(&payments, "payments", "", "")
+	f.StringVar(&ledger, "ledger", "", "")
+	f.StringVar(&stateDir, "state-dir", "", "")
+	f.IntVar(&records, "records", 0, "")
+	return cmd
 }

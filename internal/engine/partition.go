@@ -405,4 +405,3 @@ func (p *Partition) Violations() []violation.Violation {
 	}
 	return out
 }
-

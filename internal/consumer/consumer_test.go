@@ -1,0 +1,169 @@
+package consumer
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/rules"
+)
+
+func fakeCluster(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "payments", "ledger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func produce(t *testing.T, brokers []string, recs ...*kgo.Record) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runUntil(t *testing.T, c *Consumer, cond func(Stats) bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond(c.Stats()) {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("condition not reached; stats %+v", c.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPoisonRecordsGoToDeadLetterTopicAndOffsetsFollowState checks that bad
+// records are dead-lettered with their provenance, good ones are applied,
+// and the group's committed offsets match what the state says is applied.
+func TestPoisonRecordsGoToDeadLetterTopicAndOffsetsFollowState(t *testing.T) {
+	brokers := fakeCluster(t)
+	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	good := `{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`
+	produce(t, brokers,
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(good)},
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(`{"event_id":`)},
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(`{"payment_id":"p2","status":"captured","occurred_at":"2026-11-20T09:00:00Z"}`)},
+	)
+	c, err := New(context.Background(), Config{Brokers: brokers, Group: "g1", TickInterval: 50 * time.Millisecond}, rs, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, func(s Stats) bool { return s.Records == 3 && s.CaughtUp })
+	if s := c.Stats(); s.DeadLetters != 2 || s.Pending != 1 {
+		t.Fatalf("stats %+v: want 2 dead letters and 1 pending expectation", s)
+	}
+	c.Close()
+
+	if off, _ := store.AppliedOffset("payments", 0); off != 2 {
+		t.Fatalf("applied offset %d, want 2", off)
+	}
+	adm, _ := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	defer adm.Close()
+	offs, err := kadm.NewClient(adm).FetchOffsets(context.Background(), "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offs.Lookup("payments", 0); !ok || o.At != 3 {
+		t.Fatalf("committed offset %+v, want 3", o)
+	}
+
+	dlq, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("g1.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	var got []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(got) < 2 && ctx.Err() == nil {
+		got = append(got, dlq.PollFetches(ctx).Records()...)
+	}
+	if len(got) != 2 {
+		t.Fatalf("dead letters: %d, want 2", len(got))
+	}
+	wantReasons := []string{"malformed_json", "bad_id"}
+	for i, r := range got {
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h["invmon.reason"] != wantReasons[i] || h["invmon.source.topic"] != "payments" || h["invmon.source.offset"] != []string{"1", "2"}[i] || h["invmon.error"] == "" {
+			t.Errorf("dead letter %d headers: %v", i, h)
+		}
+	}
+}
+
+// TestRestartSkipsAppliedRecords reopens the consumer over the same state
+// after the group's offsets were lost: records at or below the applied
+// offset must not be applied again.
+func TestRestartSkipsAppliedRecords(t *testing.T) {
+	brokers := fakeCluster(t)
+	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	produce(t, brokers, &kgo.Record{Topic: "payments", Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)})
+	for i, group := range []string{"first", "second"} {
+		c, err := New(context.Background(), Config{Brokers: brokers, Group: group, TickInterval: 50 * time.Millisecond}, rs, store, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, c, func(s Stats) bool { return s.Records == 1 && s.CaughtUp })
+		if s := c.Stats(); s.Pending != 1 {
+			t.Fatalf("run %d: pending %d, want 1 (state applied once)", i, s.Pending)
+		}
+		c.Close()
+	}
+}
+
+func TestCoPartitioningIsChecked(t *testing.T) {
+	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	details := kadm.TopicDetails{
+		"payments": {Topic: "payments", Partitions: kadm.PartitionDetails{0: {}, 1: {}, 2: {}}},
+		"ledger":   {Topic: "ledger", Partitions: kadm.PartitionDetails{0: {}, 1: {}}},
+	}
+	err = CheckCoPartitioned(rs, details)
+	if err == nil || !strings.Contains(err.Error(), "ledger has 2, payments has 3") {
+		t.Fatalf("got %v", err)
+	}
+}

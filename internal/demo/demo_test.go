@@ -1,0 +1,33 @@
+package demo
+
+import (
+	"context"
+	"testing"
+)
+
+// TestDemoMatchesGroundTruth runs the whole demo (kfake, simulator, monitor)
+// and requires it to find exactly what the scenario injected.
+func TestDemoMatchesGroundTruth(t *testing.T) {
+	for _, scenario := range []string{"friday-rollback", "clean"} {
+		t.Run(scenario, func(t *testing.T) {
+			res, err := Run(context.Background(), Options{Scenario: scenario, Seed: 3, Payments: 3000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Rules) == 0 {
+				t.Fatal("no rules scored")
+			}
+			for rule, s := range res.Rules {
+				if s.Missed != 0 || s.FalsePositives != 0 || s.Duplicates != 0 || s.Found != s.Injected {
+					t.Errorf("%s: %+v", rule, s)
+				}
+				if scenario == "friday-rollback" && (s.Injected == 0 || s.ResolvedFound != s.ResolvedExpected || s.ResolvedExpected == 0) {
+					t.Errorf("%s: the incident must inject open and late-resolved violations: %+v", rule, s)
+				}
+				if scenario == "clean" && s.Injected != 0 {
+					t.Errorf("%s: clean traffic injected %d", rule, s.Injected)
+				}
+			}
+		})
+	}
+}
