@@ -36,6 +36,10 @@ type Kafka struct {
 	ClientID string `yaml:"client_id"`
 	// DLQTopic receives poison records. Default "<group>.dlq".
 	DLQTopic string `yaml:"dlq_topic"`
+	// InstanceID, when set, makes this member a static group member: a
+	// restarted process with the same id takes its partitions back at once
+	// instead of waiting out the session timeout. Default none (dynamic).
+	InstanceID string `yaml:"instance_id"`
 	TLS      TLS    `yaml:"tls"`
 	SASL     SASL   `yaml:"sasl"`
 }

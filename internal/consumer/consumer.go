@@ -38,6 +38,8 @@ type Config struct {
 	// DLQTopic receives records that cannot be decoded or evaluated.
 	// Default "<group>.dlq".
 	DLQTopic string
+	// InstanceID enables static group membership when set. Default none.
+	InstanceID string
 	// MaxPollRecords bounds one batch: the unit of state writes and commits.
 	// Default 10000.
 	MaxPollRecords int
@@ -166,6 +168,9 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(c.lag, c.dlqOut)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
+	}
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
 	}
 	opts = append(opts, cfg.Opts...)
 	cl, err := kgo.NewClient(opts...)

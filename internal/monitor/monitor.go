@@ -116,6 +116,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		Group:        cfg.Kafka.Group,
 		ClientID:     cfg.Kafka.ClientID,
 		DLQTopic:     cfg.Kafka.DLQTopic,
+		InstanceID:   cfg.Kafka.InstanceID,
 		TickInterval: opts.TickInterval,
 		Opts:         kopts,
 		Now:          opts.Now,
