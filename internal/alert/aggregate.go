@@ -1,0 +1,218 @@
+package alert
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// TopN is how many entities an alert's annotations and Aggregate.Top list.
+const TopN = 5
+
+// Aggregate summarizes one rule's open violations. It is what Severity
+// decides on and what annotation templates are expanded over.
+type Aggregate struct {
+	// Rule is the rule's name.
+	Rule string
+	// Count is the number of open violations.
+	Count int
+	// Customers is the number of distinct non-empty Violation.Customer values.
+	Customers int
+	// Total is the sum of Violation.Impact.
+	Total float64
+	// ImpactUnit is the rule's RuleSpec.ImpactUnit (for example "USD"), for display.
+	ImpactUnit string
+	// Top holds at most TopN open violations, highest impact first (ties by
+	// key, then id, so annotations do not flap between equal entities).
+	Top []violation.Violation
+}
+
+// aggregate summarizes open in one pass: the top entities are kept by
+// insertion into a TopN-long slice, not by sorting every open violation on
+// every tick.
+func aggregate(rule, unit string, open map[string]violation.Violation) Aggregate {
+	agg := Aggregate{Rule: rule, Count: len(open), ImpactUnit: unit}
+	customers := make(map[string]struct{})
+	for _, v := range open {
+		agg.Total += v.Impact
+		if v.Customer != "" {
+			customers[v.Customer] = struct{}{}
+		}
+		i := len(agg.Top)
+		for i > 0 && ranksBefore(v, agg.Top[i-1]) {
+			i--
+		}
+		if i >= TopN {
+			continue
+		}
+		agg.Top = append(agg.Top, violation.Violation{})
+		copy(agg.Top[i+1:], agg.Top[i:])
+		agg.Top[i] = v
+		if len(agg.Top) > TopN {
+			agg.Top = agg.Top[:TopN]
+		}
+	}
+	agg.Customers = len(customers)
+	return agg
+}
+
+func ranksBefore(a, b violation.Violation) bool {
+	if a.Impact != b.Impact {
+		return a.Impact > b.Impact
+	}
+	if a.Key != b.Key {
+		return a.Key < b.Key
+	}
+	return a.ID < b.ID
+}
+
+// formatNumber prints an impact without float noise: 1500, 12.5.
+func formatNumber(f float64) string {
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+func withUnit(f float64, unit string) string {
+	if unit == "" {
+		return formatNumber(f)
+	}
+	return formatNumber(f) + " " + unit
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
+
+// countsSentence is the heart of the summary: "3 open violations,
+// 2 customers, total impact 150 USD".
+func countsSentence(agg Aggregate) string {
+	return fmt.Sprintf("%s, %s, total impact %s",
+		plural(agg.Count, "open violation", "open violations"),
+		plural(agg.Customers, "customer", "customers"), withUnit(agg.Total, agg.ImpactUnit))
+}
+
+// defaultAnnotations are what a responder needs first: how many, how many
+// customers, how much, and which entities to look at.
+func defaultAnnotations(agg Aggregate, runbookURL string) map[string]string {
+	ann := map[string]string{
+		"summary":         agg.Rule + ": " + countsSentence(agg),
+		"open_violations": strconv.Itoa(agg.Count),
+		"customers":       strconv.Itoa(agg.Customers),
+		"total_impact":    formatNumber(agg.Total),
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Rule %s has %s affecting %s with a total impact of %s.",
+		agg.Rule, plural(agg.Count, "open violation", "open violations"),
+		plural(agg.Customers, "customer", "customers"), withUnit(agg.Total, agg.ImpactUnit))
+	if len(agg.Top) > 0 {
+		fmt.Fprintf(&b, "\nTop %d by impact:", len(agg.Top))
+		for _, v := range agg.Top {
+			fmt.Fprintf(&b, "\n- key=%s customer=%s impact=%s", v.Key, orDash(v.Customer), withUnit(v.Impact, agg.ImpactUnit))
+		}
+	}
+	ann["description"] = b.String()
+	if runbookURL != "" {
+		ann["runbook_url"] = runbookURL
+	}
+	return ann
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// labelNameRE is Alertmanager's (legacy) label name syntax; it rejects a
+// whole batch's invalid alerts with 400, so names are checked up front.
+var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// reservedLabels are set by the manager and may not be overridden by a
+// rule's static labels: they are the alert's identity.
+var reservedLabels = map[string]bool{"alertname": true, "severity": true}
+
+func checkLabels(labels map[string]string, reserved map[string]bool) error {
+	for k := range labels {
+		if !labelNameRE.MatchString(k) {
+			return fmt.Errorf("label name %q is not valid (want [a-zA-Z_][a-zA-Z0-9_]*)", k)
+		}
+		if reserved[k] {
+			return fmt.Errorf("label %q is set by the alert manager and cannot be overridden", k)
+		}
+	}
+	return nil
+}
+
+// compiledRule is a RuleSpec checked and with its annotation templates parsed.
+type compiledRule struct {
+	spec   RuleSpec
+	labels map[string]string
+	// annotations maps each of the rule's own annotations to its template;
+	// nil for values without template actions, which are used verbatim.
+	annotations map[string]*template.Template
+}
+
+func compileRule(spec RuleSpec) (*compiledRule, error) {
+	if spec.Name == "" {
+		return nil, fmt.Errorf("rule with empty name")
+	}
+	if err := checkLabels(spec.Labels, reservedLabels); err != nil {
+		return nil, fmt.Errorf("rule %q: %w", spec.Name, err)
+	}
+	cr := &compiledRule{
+		spec:        spec,
+		labels:      maps.Clone(spec.Labels),
+		annotations: make(map[string]*template.Template, len(spec.Annotations)),
+	}
+	for k, text := range spec.Annotations {
+		if !strings.Contains(text, "{{") {
+			cr.annotations[k] = nil
+			continue
+		}
+		t, err := template.New(spec.Name + "/" + k).Option("missingkey=error").Parse(text)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: annotation %q: %w", spec.Name, k, err)
+		}
+		cr.annotations[k] = t
+	}
+	return cr, nil
+}
+
+// expandAnnotations returns the defaults overlaid with the rule's own
+// annotations, expanded over agg. A template that fails at run time keeps its
+// raw text: a slightly wrong annotation is better than no page.
+func (cr *compiledRule) expandAnnotations(agg Aggregate) (map[string]string, []error) {
+	ann := defaultAnnotations(agg, cr.spec.RunbookURL)
+	var errs []error
+	for k, t := range cr.annotations {
+		raw := cr.spec.Annotations[k]
+		if t == nil {
+			switch k {
+			case "summary":
+				ann[k] = raw + ": " + countsSentence(agg)
+			case "description":
+				ann[k] = raw + "\n\n" + ann[k]
+			default:
+				ann[k] = raw
+			}
+			continue
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, agg); err != nil {
+			errs = append(errs, fmt.Errorf("annotation %q: %w", k, err))
+			ann[k] = raw
+			continue
+		}
+		ann[k] = b.String()
+	}
+	return ann, errs
+}
