@@ -1,0 +1,33 @@
+# invmon: one entry point for people and CI. `make test` is what CI runs.
+SHELL := /bin/bash
+GO ?= go
+
+.PHONY: test deps vet demo bench dev-up dev-down
+
+# Installs what is missing (Kafka jars, Alertmanager, kcat, docker-compose),
+# checks the compose file and the build, then runs every test, including the
+# integration tests against a real Kafka broker and a real Alertmanager.
+test: deps
+	docker-compose -f docker-compose.yml config -q
+	$(GO) vet ./...
+	$(GO) build ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+deps:
+	bash scripts/deps.sh
+
+demo:
+	$(GO) run ./cmd/monitor demo
+
+# Produces 2M events to a real broker (the dev stack's, or KAFKA_BROKERS) and
+# prints the bare-consumer rate, the monitor's rate, their ratio and peak RSS.
+bench: deps
+	@brokers="$${KAFKA_BROKERS:-}"; \
+	if [ -z "$$brokers" ]; then bash scripts/devstack.sh up >/dev/null && brokers=$$(cat .devstack/brokers); fi; \
+	$(GO) build -o .devstack/monitor ./cmd/monitor && .devstack/monitor bench --brokers "$$brokers"
+
+dev-up: deps
+	bash scripts/devstack.sh up
+
+dev-down:
+	bash scripts/devstack.sh down

@@ -1,0 +1,265 @@
+// Package e2e tests the monitor binary end to end against a real Apache Kafka
+// broker and a real Alertmanager started by internal/kafkatest.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/invmon/invmon/internal/kafkatest"
+	"github.com/invmon/invmon/internal/server"
+)
+
+func TestMain(m *testing.M) { kafkatest.Main(m) }
+
+const rule = "captured_payment_has_ledger_entry"
+
+// Short windows keep the test fast; the semantics are the example rule's.
+const (
+	within    = 6 * time.Second
+	lateness  = 1 * time.Second
+	idleAfter = 2 * time.Second
+)
+
+// buildMonitor compiles the monitor binary once per test.
+func buildMonitor(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "monitor")
+	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/monitor")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// writeRules writes the example rule with the test's topics and windows.
+func writeRules(t *testing.T, dir, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for old, repl := range map[string]string{
+		"topic: payments":      "topic: " + prefix + "payments",
+		"topic: ledger":        "topic: " + prefix + "ledger",
+		"within: 30s":          fmt.Sprintf("within: %s", within),
+		"allowed_lateness: 5s": fmt.Sprintf("allowed_lateness: %s", lateness),
+		"idle_after: 10s":      fmt.Sprintf("idle_after: %s", idleAfter),
+	} {
+		if !strings.Contains(s, old) {
+			t.Fatalf("example rule no longer contains %q", old)
+		}
+		s = strings.ReplaceAll(s, old, repl)
+	}
+	p := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type monitorProc struct {
+	t    *testing.T
+	bin  string
+	cfg  string
+	http string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func (m *monitorProc) start() {
+	m.t.Helper()
+	m.cmd = exec.Command(m.bin, "run", "--config", m.cfg, "--log-level", "info")
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + m.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m.t.Fatalf("monitor not ready; log:\n%s", m.logTail())
+}
+
+func (m *monitorProc) kill() {
+	_ = m.cmd.Process.Signal(syscall.SIGKILL)
+	_ = m.cmd.Wait()
+}
+
+func (m *monitorProc) stop() {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	_ = m.cmd.Wait()
+}
+
+func (m *monitorProc) logTail() string {
+	b, _ := os.ReadFile(m.log.Name())
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (m *monitorProc) violations(t *testing.T) map[string]string {
+	t.Helper()
+	resp, err := http.Get("http://" + m.http + "/api/v1/violations?rule=" + rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list server.ViolationList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, v := range list.Violations {
+		if _, dup := out[v.Key]; dup {
+			t.Errorf("violation for %s listed twice", v.Key)
+		}
+		out[v.Key] = string(v.State)
+	}
+	return out
+}
+
+func payment(id string, at time.Time) string {
+	return fmt.Sprintf(`{"event_id":"%s-captured","idempotency_key":"idem-%s","payment_id":"%s","account_id":"acct-7","status":"captured","amount_cents":420000,"currency":"USD","occurred_at":"%s"}`,
+		id, id, id, at.UTC().Format(time.RFC3339Nano))
+}
+
+func ledger(id string, at time.Time) string {
+	return fmt.Sprintf(`{"entry_id":"le-%s","idempotency_key":"idem-%s","payment_id":"%s","account_id":"acct-7","amount_cents":420000,"direction":"credit","occurred_at":"%s"}`,
+		id, id, id, at.UTC().Format(time.RFC3339Nano))
+}
+
+// TestCapturedPaymentWithoutLedgerEntryPagesAndResolves is the walking
+// skeleton's acceptance test: real broker, real Alertmanager, producers
+// written in Go (franz-go) and in C (kcat), a SIGKILL mid-stream.
+func TestCapturedPaymentWithoutLedgerEntryPagesAndResolves(t *testing.T) {
+	brokers := kafkatest.Kafka(t)
+	prefix := fmt.Sprintf("e2e%d-", time.Now().UnixNano())
+	kafkatest.CreateTopics(t, brokers, 2, prefix+"payments", prefix+"ledger")
+	hook := kafkatest.NewWebhookReceiver(t)
+	am := kafkatest.StartAlertmanager(t, hook.URL())
+
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
+	cfg := filepath.Join(dir, "monitor.yaml")
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
+  brokers: [%q]
+  group: %s
+  instance_id: e2e-member
+state_dir: %s
+rule_files: [%q]
+http:
+  listen: %q
+  external_url: "http://%s"
+alertmanager:
+  urls: [%q]
+  resend_interval: 2s
+`, brokers, prefix+"group", filepath.Join(dir, "state"), writeRules(t, dir, prefix), httpAddr, httpAddr, am.URL())), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: cfg, http: httpAddr, log: logf}
+	mon.start()
+	defer func() {
+		if t.Failed() {
+			t.Logf("monitor log:\n%s", mon.logTail())
+		}
+		mon.stop()
+	}()
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(topic, value string) {
+		t.Helper()
+		r := &kgo.Record{Topic: prefix + topic, Key: []byte("acct-7"), Value: []byte(value)}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	start := time.Now()
+	// Inside the window, from franz-go: must produce nothing.
+	produce("payments", payment("pay-ok", start))
+	produce("ledger", ledger("pay-ok", start.Add(time.Second)))
+	// Inside the window, from kcat: must produce nothing either.
+	kafkatest.KcatProduce(t, brokers, prefix+"payments", []kafkatest.KeyValue{{Key: "acct-7", Value: payment("pay-kcat-ok", start)}})
+	kafkatest.KcatProduce(t, brokers, prefix+"ledger", []kafkatest.KeyValue{{Key: "acct-7", Value: ledger("pay-kcat-ok", start.Add(2*time.Second))}})
+	// No ledger entry, from kcat: must page.
+	kafkatest.KcatProduce(t, brokers, prefix+"payments", []kafkatest.KeyValue{{Key: "acct-7", Value: payment("pay-missing", start)}})
+
+	deadline := start.Add(within)
+	firing := hook.WaitFor(t, time.Until(deadline.Add(10*time.Second)), func(a kafkatest.WebhookAlert) bool {
+		return a.Status == "firing" && a.Labels["alertname"] == rule
+	})
+	t.Logf("firing alert reached the webhook %.1fs after the deadline", time.Since(deadline).Seconds())
+	if firing.Labels["team"] != "payments" || firing.Labels["severity"] == "" {
+		t.Errorf("alert labels %v: want the rule's team label and a severity", firing.Labels)
+	}
+	if !strings.Contains(firing.Annotations["runbook_url"], "captured-payment-has-ledger-entry") || firing.Annotations["summary"] == "" {
+		t.Errorf("alert annotations %v: want the rule's runbook_url and a summary", firing.Annotations)
+	}
+	if got := mon.violations(t); len(got) != 1 || got["pay-missing"] != "open" {
+		t.Fatalf("violations %v: want only pay-missing open", got)
+	}
+
+	// A pending expectation is applied, then the monitor dies hard before its
+	// deadline. After a restart the expectation must still fire.
+	produce("payments", payment("pay-pending", time.Now()))
+	time.Sleep(1500 * time.Millisecond) // at least one poll-and-commit cycle
+	mon.kill()
+	mon.start()
+	waitFor(t, 30*time.Second, func() bool { return mon.violations(t)["pay-pending"] == "open" })
+
+	// Late ledger entries resolve both; the alert resolves once none is open.
+	produce("ledger", ledger("pay-missing", time.Now()))
+	kafkatest.KcatProduce(t, brokers, prefix+"ledger", []kafkatest.KeyValue{{Key: "acct-7", Value: ledger("pay-pending", time.Now())}})
+	waitFor(t, 20*time.Second, func() bool {
+		v := mon.violations(t)
+		return v["pay-missing"] == "resolved" && v["pay-pending"] == "resolved"
+	})
+	hook.WaitFor(t, 30*time.Second, func(a kafkatest.WebhookAlert) bool {
+		return a.Status == "resolved" && a.Labels["alertname"] == rule
+	})
+	if got := mon.violations(t); len(got) != 2 {
+		t.Fatalf("violations %v: want exactly pay-missing and pay-pending", got)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
