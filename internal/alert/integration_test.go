@@ -88,8 +88,11 @@ func TestRealAlertmanager(t *testing.T) {
 		m.Observe(openViolation(orderRule, "ord-1", "acct-2", 80))
 		// Down for more than a resend interval: several ticks fail meanwhile.
 		time.Sleep(2*cfg.ResendInterval + 500*time.Millisecond)
-		am.Start()
+		// Taken before Start: Alertmanager accepts and notifies a moment
+		// before its readiness poll sees it up, and it cannot notify earlier
+		// than this while it is stopped.
 		startedAt := time.Now()
+		am.Start()
 		got := hook.WaitFor(t, 20*time.Second, isAlert("firing", orderRule))
 		if got.ReceivedAt.Before(startedAt) {
 			t.Fatalf("notified before Alertmanager was back: %s", got)
