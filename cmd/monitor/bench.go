@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -87,6 +88,18 @@ func benchMonitorCmd() *cobra.Command {
 		Use:    "bench-monitor",
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// INVMON_CPUPROFILE=FILE profiles the monitor: where the time goes.
+			if path := os.Getenv("INVMON_CPUPROFILE"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			d, err := bench.Monitor(cmd.Context(), []string{brokers}, payments, ledger, records, stateDir)
 			if err != nil {
 				return err

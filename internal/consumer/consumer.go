@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kzap"
 	"go.uber.org/zap"
@@ -41,7 +42,7 @@ type Config struct {
 	// InstanceID enables static group membership when set. Default none.
 	InstanceID string
 	// MaxPollRecords bounds one batch: the unit of state writes and commits.
-	// Default 10000.
+	// Larger batches amortize the synced Badger commit. Default 50000.
 	MaxPollRecords int
 	// TickInterval is how often the watermarks are advanced when no records
 	// arrive, so absence is detected on a silent stream. Default 1s.
@@ -69,7 +70,7 @@ func (c Config) withDefaults() Config {
 		c.DLQTopic = c.Group + ".dlq"
 	}
 	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 10000
+		c.MaxPollRecords = 50000
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second
@@ -275,10 +276,13 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, tps map[string][
 	c.log.Info("partitions assigned", zap.Any("partitions", tps))
 }
 
-// onRevoked drops the revoked partitions' engines. Every batch is committed
-// before the poll loop allows a rebalance, so there is nothing left to commit
-// here; the state is durable and the next owner starts from it.
-func (c *Consumer) onRevoked(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+// onRevoked commits and drops the revoked partitions' engines. Every batch's
+// state is durable before the poll loop allows a rebalance.
+func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, tps map[string][]int32) {
+	// A blocking commit of what is applied, so the next owner starts after it.
+	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+		c.log.Warn("commit offsets on revoke", zap.Error(err))
+	}
 	c.drop(tps)
 	c.log.Info("partitions revoked", zap.Any("partitions", tps))
 }
@@ -400,11 +404,11 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		p.dlq = nil
 		changed = append(changed, pd.Delta.Changed...)
 	}
-	if err := c.cl.CommitUncommittedOffsets(context.Background()); err != nil {
-		// The state is durable and the records are skipped on re-read, so a
-		// failed commit costs a re-read, not correctness.
-		c.log.Warn("commit offsets", zap.Error(err))
-	}
+	// The Kafka commit is asynchronous: the state already records what is
+	// applied, and records at or below that are skipped on re-read, so a
+	// commit that lags or fails costs a re-read, never correctness. Waiting
+	// for it would stall the next batch by a broker round trip.
+	c.cl.CommitOffsets(context.Background(), c.cl.UncommittedOffsets(), c.onCommitted)
 	c.ready.Store(true)
 	if c.cfg.OnCommit != nil && len(changed) > 0 {
 		c.cfg.OnCommit(changed)
@@ -541,4 +545,10 @@ func (c *Consumer) position(p *partition, topic string) int64 {
 func (c *Consumer) caughtUp(p *partition, topic string) bool {
 	end, ok := c.ends[topic][p.id]
 	return ok && c.position(p, topic) >= end
+}
+
+func (c *Consumer) onCommitted(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		c.log.Warn("commit offsets", zap.Error(err))
+	}
 }
