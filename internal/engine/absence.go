@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
@@ -20,27 +19,18 @@ import (
 // both sides are remembered: pending triggers wait for their deadline, and
 // seen expect events wait for triggers that are read after them.
 type absence struct {
-	p      *Partition
-	rule   *rules.Rule
+	ruleBase
 	spec   *rules.Absence
 	when   *streamState
 	expect *streamState
-	// streams are the rule's inputs, without duplicates.
-	streams []*streamState
 
-	pending  map[string][]*pending
+	pend     map[string][]*pending
 	npending int
 	queue    deadlineQueue
 	seen     map[string][]*seenEvent
 	seenQ    seenQueue
 	// open indexes open violations by join key, for resolution.
 	open map[string][]string
-	wm   time.Time
-
-	pendingGauge   prometheus.Gauge
-	watermarkGauge prometheus.Gauge
-	violations     prometheus.Counter
-	resolutions    prometheus.Counter
 }
 
 // pending is a trigger waiting for its expected event.
@@ -65,25 +55,27 @@ type seenEvent struct {
 }
 
 func newAbsence(p *Partition, r *rules.Rule) *absence {
-	a := &absence{
-		p:              p,
-		rule:           r,
-		spec:           r.Absence,
-		when:           p.streams[r.Absence.When.Stream.Name],
-		expect:         p.streams[r.Absence.Expect.Stream.Name],
-		pending:        map[string][]*pending{},
-		seen:           map[string][]*seenEvent{},
-		open:           map[string][]string{},
-		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
-		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
-		violations:     p.metrics.Violations.WithLabelValues(r.Name),
-		resolutions:    p.metrics.Resolutions.WithLabelValues(r.Name),
+	return &absence{
+		ruleBase: newRuleBase(p, r),
+		spec:     r.Absence,
+		when:     p.streams[r.Absence.When.Stream.Name],
+		expect:   p.streams[r.Absence.Expect.Stream.Name],
+		pend:     map[string][]*pending{},
+		seen:     map[string][]*seenEvent{},
+		open:     map[string][]string{},
 	}
-	a.streams = []*streamState{a.when}
-	if a.expect != a.when {
-		a.streams = append(a.streams, a.expect)
+}
+
+func (a *absence) pending() int { return a.npending }
+
+func (a *absence) extract(*rules.Event, *sideRef, *match) error { return nil }
+
+func (a *absence) apply(m *match, now time.Time) {
+	if m.ref.role == roleExpect {
+		a.onExpect(m.key, m.time, now)
+	} else {
+		a.onWhen(m)
 	}
-	return a
 }
 
 func (a *absence) load(snap Snapshot) error {
@@ -121,38 +113,18 @@ func (a *absence) load(snap Snapshot) error {
 	return nil
 }
 
-func (a *absence) impact(ev *rules.Event) (float64, string, error) {
-	value := 1.0
-	if x := a.rule.Impact.Value; x != nil {
-		v, err := x.Eval(ev)
-		if err != nil {
-			return 0, "", fmt.Errorf("impact.value: %w", err)
-		}
-		value = v
-	}
-	var customer string
-	if x := a.rule.Impact.Customer; x != nil {
-		c, err := x.Eval(ev)
-		if err != nil {
-			return 0, "", fmt.Errorf("impact.customer: %w", err)
-		}
-		customer = c
-	}
-	return value, customer, nil
-}
-
 // satisfies reports whether an expect event at t fulfils a trigger at trig.
 func (a *absence) satisfies(t, trig time.Time) bool {
 	return !t.Before(trig.Add(-a.spec.Lookback)) && !t.After(trig.Add(a.spec.Within))
 }
 
-func (a *absence) onWhen(m *match, src violation.Source) {
+func (a *absence) onWhen(m *match) {
 	for _, s := range a.seen[m.key] {
 		if a.satisfies(s.time, m.time) {
 			return
 		}
 	}
-	for _, pd := range a.pending[m.key] {
+	for _, pd := range a.pend[m.key] {
 		if pd.EventID == m.eventID {
 			return // redelivery of a trigger already waiting
 		}
@@ -162,7 +134,7 @@ func (a *absence) onWhen(m *match, src violation.Source) {
 	}
 	pd := &pending{
 		Key: m.key, EventID: m.eventID, EventTime: m.time, Deadline: m.time.Add(a.spec.Within),
-		Impact: m.impact, Customer: m.customer, Source: src, gen: a.p.gen,
+		Impact: m.impact, Customer: m.customer, Source: m.src, gen: a.p.gen,
 	}
 	a.addPending(pd)
 	b, err := json.Marshal(pd)
@@ -173,7 +145,7 @@ func (a *absence) onWhen(m *match, src violation.Source) {
 }
 
 func (a *absence) addPending(pd *pending) {
-	a.pending[pd.Key] = append(a.pending[pd.Key], pd)
+	a.pend[pd.Key] = append(a.pend[pd.Key], pd)
 	heap.Push(&a.queue, pd)
 	a.npending++
 }
@@ -198,7 +170,7 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 		heap.Push(&a.seenQ, s)
 		a.p.put(seenKey(a.rule.Name, t, key), nil)
 	}
-	if list := a.pending[key]; len(list) > 0 {
+	if list := a.pend[key]; len(list) > 0 {
 		keep := list[:0]
 		for _, pd := range list {
 			if a.satisfies(t, pd.EventTime) {
@@ -208,9 +180,9 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 			}
 		}
 		if len(keep) == 0 {
-			delete(a.pending, key)
+			delete(a.pend, key)
 		} else {
-			a.pending[key] = keep
+			a.pend[key] = keep
 		}
 	}
 	if ids := a.open[key]; len(ids) > 0 {
@@ -231,45 +203,8 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 	}
 }
 
-func (a *absence) resolve(v *violation.Violation, by, now time.Time) {
-	v.State = violation.Resolved
-	at, byT := now, by
-	v.ResolvedAt, v.ResolvedByEventTime = &at, &byT
-	a.resolutions.Inc()
-	a.p.putViolation(v)
-}
-
-// watermark computes the rule's watermark: the minimum over its inputs, or
-// the clock minus the largest lateness when every input is caught up and
-// idle. It never moves backwards.
-func (a *absence) watermark(now time.Time) time.Time {
-	var wm time.Time
-	allIdle := true
-	var lateness time.Duration
-	for i, st := range a.streams {
-		w := st.watermark()
-		if i == 0 || w.Before(wm) {
-			wm = w
-		}
-		allIdle = allIdle && st.idle(now)
-		lateness = max(lateness, st.s.AllowedLateness)
-	}
-	if allIdle {
-		if c := now.Add(-lateness); c.After(wm) {
-			wm = c
-		}
-	}
-	if wm.Before(a.wm) {
-		wm = a.wm
-	}
-	return wm
-}
-
 func (a *absence) advance(now time.Time) {
-	a.wm = a.watermark(now)
-	if !a.wm.IsZero() {
-		a.watermarkGauge.Set(float64(a.wm.UnixNano()) / 1e9)
-	}
+	a.computeWatermark(now)
 	for a.queue.Len() > 0 && a.queue[0].Deadline.Before(a.wm) {
 		pd := heap.Pop(&a.queue).(*pending)
 		if pd.done {
@@ -303,7 +238,7 @@ func (a *absence) advance(now time.Time) {
 }
 
 func (a *absence) removeFromPending(pd *pending) {
-	list := a.pending[pd.Key]
+	list := a.pend[pd.Key]
 	for i, x := range list {
 		if x == pd {
 			list = append(list[:i], list[i+1:]...)
@@ -311,24 +246,18 @@ func (a *absence) removeFromPending(pd *pending) {
 		}
 	}
 	if len(list) == 0 {
-		delete(a.pending, pd.Key)
+		delete(a.pend, pd.Key)
 	} else {
-		a.pending[pd.Key] = list
+		a.pend[pd.Key] = list
 	}
 }
 
 func (a *absence) fire(pd *pending, now time.Time) {
-	id := violation.ID(a.rule.Name, a.rule.Version, pd.Key, pd.EventID)
-	if _, ok := a.p.violations[id]; ok {
+	t := trigger{Key: pd.Key, EventID: pd.EventID, EventTime: pd.EventTime, Impact: pd.Impact, Customer: pd.Customer, Source: pd.Source}
+	v := a.ruleBase.open(t, pd.Deadline, now, "")
+	if v == nil {
 		return
 	}
-	v := &violation.Violation{
-		ID: id, Rule: a.rule.Name, RuleVersion: a.rule.Version, Key: pd.Key, State: violation.Open,
-		Impact: pd.Impact, Customer: pd.Customer, TriggerEventID: pd.EventID,
-		EventTime: pd.EventTime, Deadline: pd.Deadline, DetectedAt: now, Source: pd.Source,
-	}
-	a.p.violations[id] = v
-	a.violations.Inc()
 	// The expected event may already have been read, too late: then the
 	// violation happened and is already repaired. It is recorded resolved.
 	var late *seenEvent
@@ -341,8 +270,7 @@ func (a *absence) fire(pd *pending, now time.Time) {
 		a.resolve(v, late.time, now)
 		return
 	}
-	a.open[pd.Key] = append(a.open[pd.Key], id)
-	a.p.putViolation(v)
+	a.open[pd.Key] = append(a.open[pd.Key], v.ID)
 }
 
 // deadlineQueue orders pending triggers by deadline.

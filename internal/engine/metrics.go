@@ -13,6 +13,13 @@ type Metrics struct {
 	Resolutions    *prometheus.CounterVec
 	Watermark      *prometheus.GaugeVec
 	Pending        *prometheus.GaugeVec
+	// UniqueEvents and UniqueDuplicates count the events of unique rules and
+	// those that were duplicates: their ratio is the duplicate rate, to hold
+	// against UniqueObjective.
+	UniqueEvents     *prometheus.CounterVec
+	UniqueDuplicates *prometheus.CounterVec
+	UniqueObjective  *prometheus.GaugeVec
+	StaleEvents      *prometheus.CounterVec
 }
 
 // NewMetrics creates the engine metrics and registers them on reg (which may
@@ -40,9 +47,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "invmon_pending_expectations", Help: "Expectations waiting for their deadline, per rule and partition.",
 		}, []string{"rule", "partition"}),
+		UniqueEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_unique_events_total", Help: "Distinct events seen by a unique rule.",
+		}, []string{"rule"}),
+		UniqueDuplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_unique_duplicates_total", Help: "Events a unique rule found to duplicate an earlier effect.",
+		}, []string{"rule"}),
+		UniqueObjective: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "invmon_unique_objective_ratio", Help: "A unique rule's objective: the share of events that must not be duplicates.",
+		}, []string{"rule"}),
+		StaleEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_stale_events_total", Help: "Transition events older than the entity's applied state, ignored.",
+		}, []string{"rule"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.EventsConsumed, m.LateEvents, m.DecodeErrors, m.Violations, m.Resolutions, m.Watermark, m.Pending)
+		reg.MustRegister(m.EventsConsumed, m.LateEvents, m.DecodeErrors, m.Violations, m.Resolutions, m.Watermark, m.Pending,
+			m.UniqueEvents, m.UniqueDuplicates, m.UniqueObjective, m.StaleEvents)
 	}
 	return m
 }

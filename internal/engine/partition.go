@@ -38,6 +38,7 @@ const (
 	ReasonBadTime      = "bad_time"
 	ReasonBadCondition = "bad_condition"
 	ReasonBadImpact    = "bad_impact"
+	ReasonBadField     = "bad_field"
 )
 
 // DecodeError says why a record could not be applied. The record changed no
@@ -75,9 +76,10 @@ type Partition struct {
 	metrics  *Metrics
 	log      *zap.Logger
 	dec      rules.Decoder
-	routes   map[string][]*route
-	streams  map[string]*streamState
-	absences []*absence
+	routes     map[string][]*route
+	streams    map[string]*streamState
+	tables     map[string]*table
+	evaluators []evaluator
 	// violations holds every violation recorded on this partition, so that a
 	// redelivered trigger never records a second one.
 	violations map[string]*violation.Violation
@@ -118,12 +120,14 @@ func (s *streamState) idle(now time.Time) bool {
 type route struct {
 	stream *streamState
 	sides  []sideRef
+	// table, when set, keeps the latest event per entity of this stream.
+	table *table
 }
 
 type sideRef struct {
-	a      *absence
-	side   *rules.Side
-	expect bool
+	ev   evaluator
+	side *rules.Side
+	role int
 }
 
 // match is what one rule side extracted from a record, before any of it is
@@ -133,8 +137,17 @@ type match struct {
 	key      string
 	eventID  string
 	time     time.Time
+	src      violation.Source
 	impact   float64
 	customer string
+	// Kind-specific values.
+	state      string
+	version    float64
+	hasVersion bool
+	deadline   time.Time
+	holds      bool
+	// raw is the record value, for kinds that judge it again later.
+	raw []byte
 }
 
 // NewPartition loads the state of partition id from snap and returns its
@@ -154,43 +167,72 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		log:        log.With(zap.Int32("partition", id)),
 		routes:     map[string][]*route{},
 		streams:    map[string]*streamState{},
+		tables:     map[string]*table{},
 		violations: map[string]*violation.Violation{},
 		delta:      Delta{Ops: map[string]Op{}},
 	}
 	for name, s := range set.Streams {
-		st := &streamState{
+		p.streams[name] = &streamState{
 			s:           s,
 			lastEventAt: now,
 			consumed:    metrics.EventsConsumed.WithLabelValues(name),
 			late:        metrics.LateEvents.WithLabelValues(name),
 		}
-		p.streams[name] = st
 	}
-	routeOf := func(st *streamState) *route {
-		for _, r := range p.routes[st.s.Topic] {
+	routeOf := func(s *rules.Stream) *route {
+		st := p.streams[s.Name]
+		for _, r := range p.routes[s.Topic] {
 			if r.stream == st {
 				return r
 			}
 		}
 		r := &route{stream: st}
-		p.routes[st.s.Topic] = append(p.routes[st.s.Topic], r)
+		p.routes[s.Topic] = append(p.routes[s.Topic], r)
 		return r
 	}
+	tableOf := func(s *rules.Stream) {
+		r := routeOf(s)
+		if r.table == nil {
+			r.table = &table{name: s.Name, entries: map[string]*tableEntry{}}
+			p.tables[s.Name] = r.table
+		}
+	}
 	for _, r := range set.Rules {
-		if r.Absence == nil {
+		var ev evaluator
+		switch {
+		case r.Absence != nil:
+			a := newAbsence(p, r)
+			ev = a
+			routeOf(r.Absence.When.Stream).addSide(sideRef{ev: a, side: &r.Absence.When, role: roleTrigger})
+			routeOf(r.Absence.Expect.Stream).addSide(sideRef{ev: a, side: &r.Absence.Expect, role: roleExpect})
+		case r.Unique != nil:
+			u := newUnique(p, r)
+			ev = u
+			routeOf(r.Unique.On.Stream).addSide(sideRef{ev: u, side: &r.Unique.On, role: roleTrigger})
+		case r.Transition != nil:
+			t := newTransition(p, r)
+			ev = t
+			routeOf(r.Transition.On.Stream).addSide(sideRef{ev: t, side: &r.Transition.On, role: roleTrigger})
+		case r.State != nil:
+			sr := newStateRule(p, r)
+			ev = sr
+			routeOf(r.State.On.Stream).addSide(sideRef{ev: sr, side: &r.State.On, role: roleTrigger})
+			tableOf(r.State.On.Stream)
+		default:
 			continue
 		}
-		a := newAbsence(p, r)
-		p.absences = append(p.absences, a)
-		when, expect := routeOf(a.when), routeOf(a.expect)
-		when.sides = append(when.sides, sideRef{a: a, side: &r.Absence.When})
-		expect.sides = append(expect.sides, sideRef{a: a, side: &r.Absence.Expect, expect: true})
+		for _, l := range r.Lookups {
+			tableOf(l.Stream)
+		}
+		p.evaluators = append(p.evaluators, ev)
 	}
 	if err := p.load(snap); err != nil {
 		return nil, fmt.Errorf("load partition %d: %w", id, err)
 	}
 	return p, nil
 }
+
+func (r *route) addSide(s sideRef) { r.sides = append(r.sides, s) }
 
 // ID returns the partition number.
 func (p *Partition) ID() int32 { return p.id }
@@ -230,9 +272,22 @@ func (p *Partition) load(snap Snapshot) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range p.absences {
-		if err := a.load(snap); err != nil {
-			return fmt.Errorf("rule %q: %w", a.rule.Name, err)
+	for name, t := range p.tables {
+		err := snap.Scan(prefixTable+name+"/", func(key string, v []byte) error {
+			e, err := decodeTableEntry(v)
+			if err != nil {
+				return err
+			}
+			t.entries[key[len(prefixTable)+len(name)+1:]] = e
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, ev := range p.evaluators {
+		if err := ev.load(snap); err != nil {
+			return fmt.Errorf("rule %q: %w", ev.base().rule.Name, err)
 		}
 	}
 	return nil
@@ -259,9 +314,12 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 		return p.reject(rec.Topic, &DecodeError{Reason: ReasonMalformed, Err: err})
 	}
 	p.matches = p.matches[:0]
+	src := violation.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	type stamped struct {
-		st *streamState
-		t  time.Time
+		r   *route
+		id  string
+		key string
+		t   time.Time
 	}
 	var times [4]stamped
 	seen := times[:0]
@@ -275,32 +333,48 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 		if err != nil {
 			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadTime, Stream: st.s.Name, Err: err})
 		}
-		seen = append(seen, stamped{st, t})
+		var key string
+		if r.table != nil {
+			if key, err = st.s.Key.Eval(ev); err != nil {
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Err: err})
+			}
+		}
+		seen = append(seen, stamped{r, id, key, t})
 		for i := range r.sides {
 			ref := &r.sides[i]
+			rule := ref.ev.base()
+			ev.Lookups = nil
+			if rule.resolver != nil {
+				ev.Lookups = rule.resolver
+			}
 			ok, err := ref.side.Condition.Eval(ev)
 			if err != nil {
-				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadCondition, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadCondition, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
 			if !ok {
 				continue
 			}
 			key, err := ref.side.Key.Eval(ev)
 			if err != nil {
-				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
-			m := match{ref: ref, key: key, eventID: id, time: t}
-			if !ref.expect {
-				if m.impact, m.customer, err = ref.a.impact(ev); err != nil {
-					return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadImpact, Stream: st.s.Name, Rule: ref.a.rule.Name, Err: err})
+			m := match{ref: ref, key: key, eventID: id, time: t, src: src, raw: rec.Value}
+			if ref.role == roleTrigger {
+				if m.impact, m.customer, err = rule.impact(ev); err != nil {
+					return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadImpact, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 				}
+			}
+			if err := ref.ev.extract(ev, ref, &m); err != nil {
+				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadField, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
 			p.matches = append(p.matches, m)
 		}
 	}
-	// Everything decoded: now apply.
+	ev.Lookups = nil
+	// Everything decoded: now apply. Tables first, so a rule reading its own
+	// stream's latest entity sees this event.
 	for _, s := range seen {
-		st := s.st
+		st := s.r.stream
 		if wm := st.watermark(); !wm.IsZero() && s.t.Before(wm) {
 			st.late.Inc()
 		}
@@ -310,15 +384,13 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 		}
 		st.lastEventAt = now
 		st.consumed.Inc()
+		if s.r.table != nil {
+			p.tablePut(s.r.table, s.key, s.id, s.t, rec.Value)
+		}
 	}
-	src := violation.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	for i := range p.matches {
 		m := &p.matches[i]
-		if m.ref.expect {
-			m.ref.a.onExpect(m.key, m.time, now)
-		} else {
-			m.ref.a.onWhen(m, src)
-		}
+		m.ref.ev.apply(m, now)
 	}
 	return nil
 }
@@ -332,27 +404,39 @@ func (p *Partition) reject(topic string, err *DecodeError) error {
 // allow and records a violation for every expectation whose deadline the
 // watermark has passed.
 func (p *Partition) Advance(now time.Time) {
-	for _, a := range p.absences {
-		a.advance(now)
+	for _, ev := range p.evaluators {
+		ev.advance(now)
 	}
 }
 
 // Watermark returns the event-time watermark of a rule on this partition;
 // the zero time when the rule has no input yet.
 func (p *Partition) Watermark(rule string) time.Time {
-	for _, a := range p.absences {
-		if a.rule.Name == rule {
-			return a.wm
+	for _, ev := range p.evaluators {
+		if b := ev.base(); b.rule.Name == rule {
+			return b.wm
 		}
 	}
 	return time.Time{}
 }
 
+// MinWatermark returns the lowest watermark of any rule on this partition;
+// the zero time when a rule has none yet.
+func (p *Partition) MinWatermark() time.Time {
+	var min time.Time
+	for i, ev := range p.evaluators {
+		if wm := ev.base().wm; i == 0 || wm.Before(min) {
+			min = wm
+		}
+	}
+	return min
+}
+
 // PendingCount returns how many expectations wait for their deadline.
 func (p *Partition) PendingCount() int {
 	n := 0
-	for _, a := range p.absences {
-		n += a.npending
+	for _, ev := range p.evaluators {
+		n += ev.pending()
 	}
 	return n
 }

@@ -75,6 +75,7 @@ const (
 	prefixRule      = "r/" // r/<rule>/d/<deadline>/<joinkey>\x00<eventid> and r/<rule>/s/<time>/<joinkey>
 	prefixViolation = "v/" // v/<violation id>
 	prefixStream    = "w/" // w/<stream>: newest event time seen
+	prefixTable     = "t/" // t/<stream>/<key>: latest event of an entity
 )
 
 func timeBytes(t time.Time) []byte {

@@ -27,9 +27,26 @@ type Event struct {
 	// Timestamp is the record's Kafka timestamp.
 	Timestamp time.Time
 
+	// Lookups resolves the names of a rule's lookups; the engine sets it
+	// before evaluating that rule's expressions.
+	Lookups Resolver
+
 	root   *fastjson.Value
 	object jsonObject
 }
+
+// Resolver resolves variables beyond event and record: a rule's lookups.
+type Resolver interface {
+	Resolve(name string, ev *Event) (ref.Val, bool)
+}
+
+// NewObject exposes a parsed JSON object to CEL as a map; the engine uses it
+// for the latest events of looked-up entities.
+func NewObject(v *fastjson.Value) ref.Val { return jsonObject{v: v} }
+
+// EmptyObject is the map a lookup resolves to when its entity is unknown, so
+// that `has(account.tier)` and `account.?tier` work as authors expect.
+var EmptyObject ref.Val = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
 
 // Decoder parses record values into Events. It owns a fastjson parser and
 // reuses it, so it is not safe for concurrent use: use one per worker.

@@ -66,6 +66,14 @@ type sideSpec struct {
 	Key       Scalar `yaml:"key"`
 }
 
+// lookupSpec makes the latest event of another entity visible to a rule's
+// expressions: the entity of `stream` whose key is `key` (evaluated on the
+// rule's event).
+type lookupSpec struct {
+	Stream Scalar `yaml:"stream"`
+	Key    Scalar `yaml:"key"`
+}
+
 type impactSpec struct {
 	Value    Scalar `yaml:"value"`
 	Customer Scalar `yaml:"customer"`
@@ -78,13 +86,35 @@ type severitySpec struct {
 }
 
 type ruleSpec struct {
-	Name        Scalar            `yaml:"name"`
-	Kind        Scalar            `yaml:"kind"`
-	Description Scalar            `yaml:"description"`
-	When        *sideSpec         `yaml:"when"`
-	Expect      *sideSpec         `yaml:"expect"`
-	Within      Scalar            `yaml:"within"`
-	Lookback    Scalar            `yaml:"lookback"`
+	Name        Scalar                 `yaml:"name"`
+	Kind        Scalar                 `yaml:"kind"`
+	Description Scalar                 `yaml:"description"`
+	When        *sideSpec              `yaml:"when"`
+	Expect      *sideSpec              `yaml:"expect"`
+	Within      Scalar                 `yaml:"within"`
+	Lookback    Scalar                 `yaml:"lookback"`
+	Lookup      map[string]*lookupSpec `yaml:"lookup"`
+	// On is the input of unique, transition and state rules.
+	On *sideSpec `yaml:"on"`
+	// Window bounds how far apart two events with one key count as
+	// duplicates (unique).
+	Window Scalar `yaml:"window"`
+	// Objective is the share of events that must not be duplicates (unique).
+	Objective Scalar `yaml:"objective"`
+	// State, Version, Initial and Allowed describe a state machine
+	// (transition).
+	State   Scalar              `yaml:"state"`
+	Version Scalar              `yaml:"version"`
+	Initial []Scalar            `yaml:"initial"`
+	Allowed map[string][]Scalar `yaml:"allowed"`
+	// Condition, Until and For describe a condition that must not persist
+	// (state).
+	Condition Scalar `yaml:"condition"`
+	Until     Scalar `yaml:"until"`
+	For       Scalar `yaml:"for"`
+	// Retention bounds how long per-entity state is kept after its last event
+	// (transition and state).
+	Retention   Scalar            `yaml:"retention"`
 	Labels      map[string]Scalar `yaml:"labels"`
 	Annotations map[string]Scalar `yaml:"annotations"`
 	Impact      *impactSpec       `yaml:"impact"`

@@ -34,10 +34,17 @@ const (
 
 // Kinds of rule.
 const (
-	KindAbsence = "absence"
+	KindAbsence    = "absence"
+	KindUnique     = "unique"
+	KindTransition = "transition"
+	KindState      = "state"
 )
 
-var supportedKinds = []string{KindAbsence}
+var supportedKinds = []string{KindAbsence, KindUnique, KindTransition, KindState}
+
+// DefaultRetention is how long transition and state rules keep an entity's
+// state after its last event: 7 days.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // RuleSet is a loaded, validated and compiled set of rule files. It is
 // immutable, so a reload builds a new one and swaps it in whole.
@@ -79,18 +86,97 @@ type Rule struct {
 	Annotations map[string]string
 	Impact      Impact
 	Severity    []SeverityTier
-	// Absence is set for rules of kind absence.
-	Absence *Absence
+	// Lookups are the other entities the rule's expressions may read.
+	Lookups []*Lookup
+	// Exactly one of Absence, Unique, Transition and State is set, by Kind.
+	Absence    *Absence
+	Unique     *Unique
+	Transition *Transition
+	State      *StateRule
 	// Pos is where the rule is defined.
 	Pos Pos
 }
 
-// Streams returns the streams the rule reads.
-func (r *Rule) Streams() []*Stream {
-	if r.Absence != nil {
+// Inputs returns the streams whose events the rule evaluates: together
+// they hold the rule's watermark. Lookups are not inputs: a reference table
+// that changes once a month must not hold back a rule on busy payments.
+func (r *Rule) Inputs() []*Stream {
+	switch {
+	case r.Absence != nil:
+		if r.Absence.When.Stream == r.Absence.Expect.Stream {
+			return []*Stream{r.Absence.When.Stream}
+		}
 		return []*Stream{r.Absence.When.Stream, r.Absence.Expect.Stream}
+	case r.Unique != nil:
+		return []*Stream{r.Unique.On.Stream}
+	case r.Transition != nil:
+		return []*Stream{r.Transition.On.Stream}
+	case r.State != nil:
+		return []*Stream{r.State.On.Stream}
 	}
 	return nil
+}
+
+// Streams returns every stream the rule reads, its lookups' included,
+// without duplicates: they must all be co-partitioned.
+func (r *Rule) Streams() []*Stream {
+	out := r.Inputs()
+	for _, l := range r.Lookups {
+		dup := false
+		for _, s := range out {
+			dup = dup || s == l.Stream
+		}
+		if !dup {
+			out = append(out, l.Stream)
+		}
+	}
+	return out
+}
+
+// Lookup makes the latest event of another entity visible under Name.
+type Lookup struct {
+	Name   string
+	Stream *Stream
+	// Key is evaluated on the rule's event to find the entity.
+	Key *StringExpr
+}
+
+// Unique says: two events with the same key (an idempotency key) but
+// different event ids within Window are a duplicate effect. Of each such
+// pair the later one, by event time then id, is the duplicate, so the verdict
+// does not depend on the order events are read in.
+type Unique struct {
+	On     Side
+	Window time.Duration
+	// Objective, when above zero, is the share of events that must not be
+	// duplicates (for example 0.999); the duplicate ratio is exported as a
+	// metric against it.
+	Objective float64
+}
+
+// Transition says: an entity's state may only move along Allowed edges.
+type Transition struct {
+	On    Side
+	State *StringExpr
+	// Version orders an entity's events when set; else event time does.
+	Version *NumberExpr
+	// Initial lists the states an entity may start in; nil allows any.
+	Initial map[string]bool
+	// Allowed maps a state to the states it may move to. Staying in a state
+	// is always allowed (a retried event).
+	Allowed   map[string]map[string]bool
+	Retention time.Duration
+}
+
+// StateRule says: Condition over an entity's latest event (and its lookups)
+// must not still hold at Until (a deadline taken from the data), or must not
+// hold for longer than For.
+type StateRule struct {
+	On        Side
+	Condition *BoolExpr
+	Until     *TimeExpr
+	For       time.Duration
+	Retention time.Duration
 }
 
 // SeverityOf returns the first severity tier that holds for agg, or "page"
@@ -356,10 +442,17 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	if !l.required(c, r.Kind, at, ctx, "kind") {
 		return
 	}
+	c, rule.Lookups = l.lookups(c, r, ctx)
 	var streams []string
 	switch r.Kind.Value {
 	case KindAbsence:
 		rule.Absence, streams = l.absence(c, r, at, ctx)
+	case KindUnique:
+		rule.Unique, streams = l.unique(c, r, at, ctx)
+	case KindTransition:
+		rule.Transition, streams = l.transition(c, r, at, ctx)
+	case KindState:
+		rule.State, streams = l.state(c, r, at, ctx)
 	default:
 		l.errs = append(l.errs, ctx.at(c.pos(r.Kind, 1, 0), fmt.Sprintf("unknown kind %q (supported: %s)", r.Kind.Value, strings.Join(supportedKinds, ", "))))
 		return
@@ -387,6 +480,9 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 			tier.cond, _ = c.compile(c.aggs, s.When, ctx, "severity "+s.Name.Value, cel.BoolType)
 		}
 		rule.Severity = append(rule.Severity, tier)
+	}
+	for _, lk := range rule.Lookups {
+		streams = append(streams, lk.Stream.Name)
 	}
 	rule.Version = l.ruleVersion(r, streams)
 	l.set.Rules = append(l.set.Rules, rule)
@@ -425,6 +521,7 @@ func (l *loader) side(c *compiler, s *sideSpec, at Pos, ctx errCtx, what string)
 }
 
 func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence, []string) {
+	l.checkKindFields(c, r, ctx)
 	a := &Absence{}
 	var ws, es string
 	a.When, ws = l.side(c, r.When, at, ctx, "when")

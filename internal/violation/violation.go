@@ -54,6 +54,9 @@ type Violation struct {
 	ResolvedByEventTime *time.Time `json:"resolved_by_event_time,omitempty"`
 	// Source is the triggering record.
 	Source Source `json:"source"`
+	// Detail says what was wrong in the rule's terms, when the kind has more
+	// to say than its name (for example "captured -> pending").
+	Detail string `json:"detail,omitempty"`
 }
 
 // ID returns the deterministic id of a violation: a hash of the rule's name

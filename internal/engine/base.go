@@ -1,0 +1,256 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fastjson"
+
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// evaluator is one rule on one partition. The partition decodes a record,
+// asks each evaluator whose side matches to extract what it needs (phase
+// one, which may fail and reject the record), then applies the matches
+// (phase two, which cannot fail).
+type evaluator interface {
+	base() *ruleBase
+	// extract evaluates the kind's own expressions for a matching event.
+	extract(ev *rules.Event, ref *sideRef, m *match) error
+	apply(m *match, now time.Time)
+	advance(now time.Time)
+	load(snap Snapshot) error
+	pending() int
+}
+
+// Roles of a rule side.
+const (
+	roleTrigger = iota // absence `when`; the `on` of the other kinds
+	roleExpect         // absence `expect`
+)
+
+// ruleBase is what every kind shares: inputs, watermark, lookups, impact,
+// and recording violations.
+type ruleBase struct {
+	p        *Partition
+	rule     *rules.Rule
+	streams  []*streamState
+	wm       time.Time
+	resolver *lookupResolver
+
+	pendingGauge   prometheus.Gauge
+	watermarkGauge prometheus.Gauge
+	violations     prometheus.Counter
+	resolutions    prometheus.Counter
+}
+
+func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
+	b := ruleBase{
+		p:              p,
+		rule:           r,
+		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
+		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
+		violations:     p.metrics.Violations.WithLabelValues(r.Name),
+		resolutions:    p.metrics.Resolutions.WithLabelValues(r.Name),
+	}
+	for _, s := range r.Inputs() {
+		b.streams = append(b.streams, p.streams[s.Name])
+	}
+	if len(r.Lookups) > 0 {
+		b.resolver = &lookupResolver{p: p, lookups: r.Lookups}
+	}
+	return b
+}
+
+func (b *ruleBase) base() *ruleBase { return b }
+
+// computeWatermark moves the rule's watermark: the minimum over its inputs,
+// or the clock minus the largest lateness when every input is caught up and
+// idle. It never moves backwards.
+func (b *ruleBase) computeWatermark(now time.Time) time.Time {
+	var wm time.Time
+	allIdle := true
+	var lateness time.Duration
+	for i, st := range b.streams {
+		w := st.watermark()
+		if i == 0 || w.Before(wm) {
+			wm = w
+		}
+		allIdle = allIdle && st.idle(now)
+		lateness = max(lateness, st.s.AllowedLateness)
+	}
+	if allIdle {
+		if c := now.Add(-lateness); c.After(wm) {
+			wm = c
+		}
+	}
+	if wm.Before(b.wm) {
+		wm = b.wm
+	}
+	b.wm = wm
+	if !wm.IsZero() {
+		b.watermarkGauge.Set(float64(wm.UnixNano()) / 1e9)
+	}
+	return wm
+}
+
+// impact evaluates the rule's impact for the event that triggers a
+// violation: how much, and whose.
+func (b *ruleBase) impact(ev *rules.Event) (float64, string, error) {
+	value := 1.0
+	if x := b.rule.Impact.Value; x != nil {
+		v, err := x.Eval(ev)
+		if err != nil {
+			return 0, "", fmt.Errorf("impact.value: %w", err)
+		}
+		value = v
+	}
+	var customer string
+	if x := b.rule.Impact.Customer; x != nil {
+		c, err := x.Eval(ev)
+		if err != nil {
+			return 0, "", fmt.Errorf("impact.customer: %w", err)
+		}
+		customer = c
+	}
+	return value, customer, nil
+}
+
+// trigger is what a violation needs of the event that caused it.
+type trigger struct {
+	Key       string           `json:"key"`
+	EventID   string           `json:"event_id"`
+	EventTime time.Time        `json:"event_time"`
+	Impact    float64          `json:"impact"`
+	Customer  string           `json:"customer,omitempty"`
+	Source    violation.Source `json:"source"`
+}
+
+func (m *match) trigger() trigger {
+	return trigger{Key: m.key, EventID: m.eventID, EventTime: m.time, Impact: m.impact, Customer: m.customer, Source: m.src}
+}
+
+// open records a violation for t unless one with its id exists (the same
+// trigger read again). It returns the violation, or nil when it existed.
+func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *violation.Violation {
+	id := violation.ID(b.rule.Name, b.rule.Version, t.Key, t.EventID)
+	if _, ok := b.p.violations[id]; ok {
+		return nil
+	}
+	v := &violation.Violation{
+		ID: id, Rule: b.rule.Name, RuleVersion: b.rule.Version, Key: t.Key, State: violation.Open,
+		Impact: t.Impact, Customer: t.Customer, TriggerEventID: t.EventID, EventTime: t.EventTime,
+		Deadline: deadline, DetectedAt: now, Source: t.Source, Detail: detail,
+	}
+	b.p.violations[id] = v
+	b.violations.Inc()
+	b.p.putViolation(v)
+	return v
+}
+
+// resolve marks v repaired by an event at event time by.
+func (b *ruleBase) resolve(v *violation.Violation, by, now time.Time) {
+	v.State = violation.Resolved
+	at, byT := now, by
+	v.ResolvedAt, v.ResolvedByEventTime = &at, &byT
+	b.resolutions.Inc()
+	b.p.putViolation(v)
+}
+
+// lookupResolver resolves a rule's lookup names to the latest event of the
+// looked-up entity on this partition.
+type lookupResolver struct {
+	p       *Partition
+	lookups []*rules.Lookup
+}
+
+func (r *lookupResolver) Resolve(name string, ev *rules.Event) (ref.Val, bool) {
+	for _, l := range r.lookups {
+		if l.Name != name {
+			continue
+		}
+		// The key expression reads only the event, never a lookup.
+		saved := ev.Lookups
+		ev.Lookups = nil
+		key, err := l.Key.Eval(ev)
+		ev.Lookups = saved
+		if err != nil {
+			return rules.EmptyObject, true
+		}
+		e := r.p.tables[l.Stream.Name].get(key)
+		if e == nil {
+			return rules.EmptyObject, true
+		}
+		return rules.NewObject(e.parsed()), true
+	}
+	return nil, false
+}
+
+// table holds the latest event per entity key of one stream on one
+// partition: the state that lookups and state rules read.
+type table struct {
+	name    string
+	entries map[string]*tableEntry
+}
+
+type tableEntry struct {
+	time   time.Time
+	id     string
+	raw    []byte
+	value  *fastjson.Value
+	parser fastjson.Parser
+}
+
+func (e *tableEntry) parsed() *fastjson.Value {
+	if e.value == nil {
+		v, err := e.parser.ParseBytes(e.raw)
+		if err != nil {
+			// Only values that decoded once are stored; a failure here means
+			// corrupt state, and an empty entity is the safe reading.
+			v = fastjson.MustParse(`{}`)
+		}
+		e.value = v
+	}
+	return e.value
+}
+
+func (t *table) get(key string) *tableEntry {
+	if t == nil {
+		return nil
+	}
+	return t.entries[key]
+}
+
+func tableKey(stream, key string) string { return prefixTable + stream + "/" + key }
+
+// put keeps the newer of the stored and the given event for key.
+func (p *Partition) tablePut(t *table, key, id string, at time.Time, raw []byte) {
+	if e := t.entries[key]; e != nil && at.Before(e.time) {
+		return
+	}
+	e := &tableEntry{time: at, id: id, raw: append([]byte(nil), raw...)}
+	t.entries[key] = e
+	p.put(tableKey(t.name, key), encodeTableEntry(e))
+}
+
+func encodeTableEntry(e *tableEntry) []byte {
+	b := make([]byte, 0, 8+2+len(e.id)+len(e.raw))
+	b = append(b, timeBytes(e.time)...)
+	b = append(b, byte(len(e.id)>>8), byte(len(e.id)))
+	b = append(b, e.id...)
+	return append(b, e.raw...)
+}
+
+func decodeTableEntry(v []byte) (*tableEntry, error) {
+	if len(v) < 10 {
+		return nil, fmt.Errorf("corrupt table entry")
+	}
+	n := int(v[8])<<8 | int(v[9])
+	if len(v) < 10+n {
+		return nil, fmt.Errorf("corrupt table entry")
+	}
+	return &tableEntry{time: bytesTime(v[:8]), id: string(v[10 : 10+n]), raw: append([]byte(nil), v[10+n:]...)}, nil
+}

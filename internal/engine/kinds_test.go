@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/invmon/invmon/internal/rules"
+)
+
+// kindHarness drives a partition over any of the example rule files with a
+// stepped clock, every input caught up.
+type kindHarness struct {
+	t      *testing.T
+	rs     *rules.RuleSet
+	p      *Partition
+	snap   MemSnapshot
+	now    time.Time
+	offset int64
+}
+
+func newKindHarness(t *testing.T, files ...string) *kindHarness {
+	t.Helper()
+	for i, f := range files {
+		files[i] = "../../rules/" + f
+	}
+	rs, err := rules.LoadFiles(files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &kindHarness{t: t, rs: rs, snap: MemSnapshot{}, now: t0}
+	h.reload()
+	return h
+}
+
+func (h *kindHarness) reload() {
+	h.t.Helper()
+	p, err := NewPartition(0, h.rs, h.snap, nil, nil, h.now)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, topic := range p.Topics() {
+		p.SetCaughtUp(topic, true)
+	}
+	h.p = p
+}
+
+// send applies a record whose value is JSON with ${+Ns} replaced by t0+N
+// seconds in RFC 3339.
+func (h *kindHarness) send(topic, value string) {
+	h.t.Helper()
+	for strings.Contains(value, "${+") {
+		i := strings.Index(value, "${+")
+		j := strings.Index(value[i:], "}") + i
+		d, err := time.ParseDuration(value[i+3 : j])
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		value = value[:i] + t0.Add(d).Format(time.RFC3339Nano) + value[j+1:]
+	}
+	h.offset++
+	if err := h.p.Apply(&Record{Topic: topic, Offset: h.offset, Value: []byte(value), Timestamp: t0}, h.now); err != nil {
+		h.t.Fatal(err)
+	}
+	h.snap.Apply(h.p.TakeDelta())
+}
+
+// at moves the clock to t0+d (inputs are idle after 10s, so the watermark
+// follows the clock) and fires what is due.
+func (h *kindHarness) at(d time.Duration) {
+	h.now = t0.Add(d)
+	h.p.Advance(h.now)
+	h.snap.Apply(h.p.TakeDelta())
+}
+
+func (h *kindHarness) expect(want ...string) {
+	h.t.Helper()
+	var got []string
+	for _, v := range h.p.Violations() {
+		got = append(got, fmt.Sprintf("%s %s %s", v.Rule, v.Key, v.State))
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		h.t.Fatalf("violations:\n got: %q\nwant: %q", got, want)
+	}
+}
+
+func ledgerEntry(entry, idem string, at string) string {
+	return fmt.Sprintf(`{"entry_id":"%s","idempotency_key":"%s","payment_id":"p-%s","account_id":"a1","amount_cents":1000,"direction":"credit","occurred_at":"%s"}`, entry, idem, idem, at)
+}
+
+func TestUniqueFlagsTheLaterOfTwoEffectsWhateverTheReadOrder(t *testing.T) {
+	for _, order := range [][]int{{0, 1}, {1, 0}} {
+		h := newKindHarness(t, "no_duplicate_ledger_effect.yaml")
+		events := []string{ledgerEntry("le-1", "k1", "${+0s}"), ledgerEntry("le-2", "k1", "${+3s}")}
+		for _, i := range order {
+			h.send("ledger", events[i])
+		}
+		h.send("ledger", ledgerEntry("le-1", "k1", "${+0s}")) // redelivery: not an effect
+		h.send("ledger", ledgerEntry("le-3", "k2", "${+1s}")) // another key
+		h.expect("no_duplicate_ledger_effect k1 open")
+		v := h.p.Violations()[0]
+		if v.TriggerEventID != "le-2" || !strings.Contains(v.Detail, "le-1") {
+			t.Fatalf("order %v: duplicate is %s (%s), want le-2 duplicating le-1", order, v.TriggerEventID, v.Detail)
+		}
+	}
+}
+
+func TestUniqueForgetsOutsideWindow(t *testing.T) {
+	h := newKindHarness(t, "no_duplicate_ledger_effect.yaml")
+	h.send("ledger", ledgerEntry("le-1", "k1", "${+0s}"))
+	h.at(25*time.Hour + time.Minute) // idle inputs follow the clock past the 24h window
+	h.send("ledger", ledgerEntry("le-2", "k1", "${+25h}"))
+	h.expect()
+}
+
+func paymentEvent(id, status, at string) string {
+	return fmt.Sprintf(`{"event_id":"%s-%s-%s","payment_id":"%s","account_id":"a1","status":"%s","amount_cents":500,"occurred_at":"%s"}`, id, status, at, id, status, at)
+}
+
+func TestTransitionJudgesEventsInEventTimeOrder(t *testing.T) {
+	h := newKindHarness(t, "payment_transitions.yaml")
+	// Read out of order but within lateness: fine.
+	h.send("payments", paymentEvent("p1", "authorized", "${+1s}"))
+	h.send("payments", paymentEvent("p1", "pending", "${+0s}"))
+	h.send("payments", paymentEvent("p1", "captured", "${+2s}"))
+	h.send("payments", paymentEvent("p1", "captured", "${+2s}")) // redelivered
+	// A refund of a payment never captured.
+	h.send("payments", paymentEvent("p2", "pending", "${+0s}"))
+	h.send("payments", paymentEvent("p2", "refunded", "${+1s}"))
+	// Starting anywhere but pending.
+	h.send("payments", paymentEvent("p3", "captured", "${+0s}"))
+	h.at(time.Minute)
+	h.expect("payment_transitions_allowed p2 open", "payment_transitions_allowed p3 open")
+	details := map[string]string{}
+	for _, v := range h.p.Violations() {
+		details[v.Key] = v.Detail
+	}
+	if details["p2"] != "pending -> refunded" || details["p3"] != "starts in captured" {
+		t.Fatalf("details %v", details)
+	}
+	// Entity state survives a restart: p1 may now be refunded, not re-authorized.
+	h.reload()
+	h.send("payments", paymentEvent("p1", "refunded", "${+70s}"))
+	h.send("payments", paymentEvent("p1", "authorized", "${+71s}"))
+	h.at(3 * time.Minute)
+	h.expect("payment_transitions_allowed p2 open", "payment_transitions_allowed p3 open", "payment_transitions_allowed p1 open")
+}
+
+func entitlement(sub, status, expires, at string) string {
+	return fmt.Sprintf(`{"event_id":"%s-%s","subscription_id":"%s","account_id":"a1","subscription_status":"%s","entitlement_expires_at":"%s","occurred_at":"%s"}`, sub, at, sub, status, expires, at)
+}
+
+func TestStateRuleFiresPastDeadlineAndRenewalRepairs(t *testing.T) {
+	h := newKindHarness(t, "active_subscription_has_valid_entitlement.yaml")
+	h.send("accounts", `{"account_id":"a1","tier":"enterprise","mrr_cents":10000}`)
+	h.send("entitlements", entitlement("s1", "active", "${+1h}", "${+0s}"))
+	h.send("entitlements", entitlement("s2", "active", "${+1h}", "${+0s}"))
+	h.send("entitlements", entitlement("s2", "canceled", "${+1h}", "${+30m}")) // canceled in time
+	h.send("entitlements", entitlement("s3", "active", "${+1h}", "${+0s}"))
+	h.send("entitlements", entitlement("s3", "active", "${+2h}", "${+50m}")) // renewed in time
+	h.at(time.Hour + 4*time.Minute)
+	h.expect()
+	h.at(time.Hour + 6*time.Minute) // past expiry + 5m grace
+	h.expect("active_subscription_has_valid_entitlement s1 open")
+	v := h.p.Violations()[0]
+	if v.Impact != 300 || v.Customer != "a1" {
+		t.Fatalf("impact %v customer %q: want 100 USD MRR x3 for an enterprise account", v.Impact, v.Customer)
+	}
+	// A late renewal resolves it.
+	h.reload()
+	h.send("entitlements", entitlement("s1", "active", "${+720h}", "${+1h10m}"))
+	h.expect("active_subscription_has_valid_entitlement s1 resolved")
+}
+
+func order(id, payment, status, at string) string {
+	return fmt.Sprintf(`{"event_id":"%s-%s","order_id":"%s","payment_id":"%s","account_id":"a1","status":"%s","occurred_at":"%s"}`, id, status, id, payment, status, at)
+}
+
+func TestFulfilledOrderLooksBackForItsCapture(t *testing.T) {
+	h := newKindHarness(t, "fulfilled_order_has_captured_payment.yaml")
+	h.send("payments", paymentEvent("p1", "captured", "${+0s}"))
+	h.send("orders", order("o1", "p1", "fulfilled", "${+1h}")) // captured an hour before: fine
+	h.send("payments", paymentEvent("p2", "authorized", "${+0s}"))
+	h.send("orders", order("o2", "p2", "fulfilled", "${+1h}")) // never captured
+	h.send("orders", order("o3", "p3", "fulfilled", "${+1h}"))
+	h.send("payments", paymentEvent("p3", "captured", "${+1h10s}")) // captured just after: fine
+	h.at(2 * time.Hour)
+	h.expect("fulfilled_order_has_captured_payment p2 open")
+	if v := h.p.Violations()[0]; v.Impact != 5 {
+		t.Fatalf("impact %v: want the payment's 5.00 from the lookup", v.Impact)
+	}
+}
+
+// A renewal after the deadline that is read before the watermark passes the
+// deadline must not hide the violation: the entity was expired and active in
+// between, whatever the read order.
+func TestStateRuleJudgesTheStateAsOfTheDeadline(t *testing.T) {
+	h := newKindHarness(t, "active_subscription_has_valid_entitlement.yaml")
+	h.send("entitlements", entitlement("s4", "active", "${+1h}", "${+0s}"))
+	h.send("entitlements", entitlement("s4", "active", "${+720h}", "${+1h10m}"))
+	h.send("entitlements", entitlement("s5", "active", "${+1h}", "${+0s}"))
+	h.send("entitlements", entitlement("s5", "active", "${+720h}", "${+1h2m}")) // inside the 5m grace
+	h.at(2 * time.Hour)
+	h.expect("active_subscription_has_valid_entitlement s4 resolved")
+}
