@@ -244,6 +244,9 @@ type Stats struct {
 	CaughtUp bool
 	// Partitions is how many partition numbers this member owns.
 	Partitions int
+	// MinWatermark is the lowest rule watermark on any owned partition: every
+	// deadline before it has been judged.
+	MinWatermark time.Time
 }
 
 // Stats returns the consumer's progress.
@@ -251,7 +254,11 @@ func (c *Consumer) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := Stats{Records: c.records.Load(), DeadLetters: c.dlqCount.Load(), CaughtUp: true, Partitions: len(c.parts)}
+	first := true
 	for _, p := range c.parts {
+		if wm := p.eng.MinWatermark(); first || wm.Before(s.MinWatermark) {
+			s.MinWatermark, first = wm, false
+		}
 		s.Pending += p.eng.PendingCount()
 		for _, t := range c.topics {
 			if !c.caughtUp(p, t) {

@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(o.Partitions, sim.TopicPayments, sim.TopicLedger))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(o.Partitions, sim.Topics...))
 	if err != nil {
 		return nil, fmt.Errorf("in-process kafka: %w", err)
 	}
@@ -126,7 +126,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(runCtx) }()
 	progress("monitor running; waiting until every input is read and every deadline has passed")
-	if err := waitSettled(ctx, m, int64(len(ds.Events))); err != nil {
+	if err := waitSettled(ctx, m, int64(len(ds.Events)), time.Now()); err != nil {
 		stop()
 		<-done
 		return nil, err
@@ -158,19 +158,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-// waitSettled waits until every produced record has been handled, every
-// input is caught up, and no expectation is still waiting.
-func waitSettled(ctx context.Context, m *monitor.Monitor, records int64) error {
+// waitSettled waits until every produced record has been handled and every
+// rule's watermark has caught up with the clock (the simulated traffic is in
+// the past, so once the inputs are idle the watermarks follow the clock):
+// then every deadline in the data has been judged.
+func waitSettled(ctx context.Context, m *monitor.Monitor, records int64, started time.Time) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		s := m.Stats()
-		if s.Records >= records && s.CaughtUp && s.Pending == 0 && s.Partitions > 0 {
+		if s.Records >= records && s.CaughtUp && s.Partitions > 0 && s.MinWatermark.After(started.Add(-time.Minute)) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("demo did not settle: %d of %d records handled, %d expectations pending: %w", s.Records, records, s.Pending, ctx.Err())
+			return fmt.Errorf("demo did not settle: %d of %d records handled, watermark %s: %w", s.Records, records, s.MinWatermark, ctx.Err())
 		case <-t.C:
 		}
 	}

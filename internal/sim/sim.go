@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,13 +18,23 @@ import (
 // Rule names of the example rules in rules/.
 const (
 	RuleCapturedPaymentHasLedgerEntry = "captured_payment_has_ledger_entry"
+	RuleNoDuplicateLedgerEffect       = "no_duplicate_ledger_effect"
+	RulePaymentTransitionsAllowed     = "payment_transitions_allowed"
+	RuleFulfilledOrderHasCapture      = "fulfilled_order_has_captured_payment"
+	RuleActiveSubscriptionEntitled    = "active_subscription_has_valid_entitlement"
 )
 
 // Topics of the example domain.
 const (
-	TopicPayments = "payments"
-	TopicLedger   = "ledger"
+	TopicPayments     = "payments"
+	TopicLedger       = "ledger"
+	TopicOrders       = "orders"
+	TopicEntitlements = "entitlements"
+	TopicAccounts     = "accounts"
 )
+
+// Topics lists every topic of the example domain.
+var Topics = []string{TopicPayments, TopicLedger, TopicOrders, TopicEntitlements, TopicAccounts}
 
 // Event is one record to produce.
 type Event struct {
@@ -105,6 +116,30 @@ type payment struct {
 	OccurredAt string `json:"occurred_at"`
 }
 
+type order struct {
+	Event      string `json:"event_id"`
+	OrderID    string `json:"order_id"`
+	AccountID  string `json:"account_id"`
+	PaymentID  string `json:"payment_id"`
+	Status     string `json:"status"`
+	OccurredAt string `json:"occurred_at"`
+}
+
+type entitlement struct {
+	Event          string `json:"event_id"`
+	SubscriptionID string `json:"subscription_id"`
+	AccountID      string `json:"account_id"`
+	Status         string `json:"subscription_status"`
+	ExpiresAt      string `json:"entitlement_expires_at"`
+	OccurredAt     string `json:"occurred_at"`
+}
+
+type account struct {
+	AccountID string `json:"account_id"`
+	Tier      string `json:"tier"`
+	MRRCents  int64  `json:"mrr_cents"`
+}
+
 type ledgerEntry struct {
 	EntryID    string `json:"entry_id"`
 	Idem       string `json:"idempotency_key"`
@@ -119,9 +154,15 @@ type ledgerEntry struct {
 //
 // friday-rollback: a normal baseline, then an incident window (the middle
 // third of the run) in which partial writes leave captured payments with no
-// ledger entry and a stalled queue books some entries after the 30-second
-// deadline; then recovery. Traps throughout: ledger entries late but inside
-// the window, entries read before their payment, and redelivered captures.
+// ledger entry, a stalled queue books some entries after the 30-second
+// deadline, retries book a second ledger entry under one idempotency key, a
+// replayed job moves captured payments back to pending, orders are fulfilled
+// for payments never captured, and subscription renewals never apply; then
+// recovery. Traps throughout: ledger entries late but inside the window or
+// stamped before their capture, redelivered captures and ledger entries,
+// events delivered out of order within the allowed lateness, captures read
+// after their order's fulfilment, renewals inside the grace period and
+// cancellations before expiry.
 //
 // clean: the same traffic and traps with no violation.
 func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
@@ -141,58 +182,151 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 		}
 		ds.Events = append(ds.Events, Event{Topic: topic, Key: key, Value: b, Time: t})
 	}
+	expect := func(rule, key string, resolved bool) {
+		ds.Truth.Violations = append(ds.Truth.Violations, Expected{Rule: rule, Key: key, Resolved: resolved})
+	}
+	trap := func(kind, key string) { ds.Truth.Traps = append(ds.Truth.Traps, Trap{Kind: kind, Key: key}) }
+
+	// The accounts reference table comes first, as a compacted topic would.
+	for a := 0; a < o.Accounts; a++ {
+		acct := fmt.Sprintf("acct-%04d", a)
+		tier := []string{"free", "pro", "pro", "enterprise"}[rng.IntN(4)]
+		add(TopicAccounts, acct, o.Start.Add(-time.Hour), account{AccountID: acct, Tier: tier, MRRCents: int64(1000 + rng.IntN(50_000))})
+	}
 	for i := 0; i < o.Payments; i++ {
 		at := o.Start.Add(time.Duration(i) * gap)
 		acct := fmt.Sprintf("acct-%04d", rng.IntN(o.Accounts))
 		pid := fmt.Sprintf("pay-%07d", i)
 		amount := int64(500 + rng.IntN(200_000))
+		inIncident := scenario == "friday-rollback" && i >= incidentFrom && i < incidentTo
 		p := payment{Idem: "idem-" + pid, PaymentID: pid, AccountID: acct, Amount: amount, Currency: "USD"}
 		emit := func(status string, t time.Time) {
-			p.Event, p.Status, p.OccurredAt = pid+"-"+status, status, ts(t)
+			p.Event, p.Status, p.OccurredAt = pid+"-"+status+"-"+strconv.FormatInt(t.UnixMilli(), 10), status, ts(t)
 			add(TopicPayments, acct, t, p)
+		}
+		fulfil := func(t time.Time) {
+			oid := "ord-" + pid
+			add(TopicOrders, acct, t.Add(-time.Minute), order{Event: oid + "-created", OrderID: oid, AccountID: acct, PaymentID: pid, Status: "created", OccurredAt: ts(t.Add(-time.Minute))})
+			add(TopicOrders, acct, t, order{Event: oid + "-fulfilled", OrderID: oid, AccountID: acct, PaymentID: pid, Status: "fulfilled", OccurredAt: ts(t)})
 		}
 		emit("pending", at)
 		emit("authorized", at.Add(200*time.Millisecond))
 		if rng.IntN(10) == 0 {
 			emit("canceled", at.Add(400*time.Millisecond))
+			if inIncident && rng.IntN(3) == 0 {
+				// Shipped although the payment was canceled.
+				fulfil(at.Add(2 * time.Minute))
+				expect(RuleFulfilledOrderHasCapture, pid, false)
+			}
 			continue
 		}
 		captured := at.Add(400 * time.Millisecond)
 		emit("captured", captured)
 		if rng.IntN(50) == 0 {
-			emit("captured", captured) // a retried producer: the same event again
-			ds.Truth.Traps = append(ds.Truth.Traps, Trap{Kind: "redelivered_capture", Key: pid})
+			// A retried producer: the same event again.
+			ds.Events = append(ds.Events, ds.Events[len(ds.Events)-1])
+			trap("redelivered_capture", pid)
+		}
+		if inIncident && rng.IntN(50) == 0 {
+			// A replayed queue job writes an old state over a newer one.
+			emit("pending", captured.Add(2*time.Second))
+			expect(RulePaymentTransitionsAllowed, pid, false)
+		}
+		switch r := rng.IntN(10); {
+		case r < 3:
+			fulfil(captured.Add(time.Duration(1+rng.IntN(600)) * time.Second))
+		case r == 3:
+			// The fulfilment is read before the capture it depends on.
+			fulfil(captured.Add(-time.Duration(1+rng.IntN(20)) * time.Second))
+			trap("capture_after_fulfilment", pid)
 		}
 		le := ledgerEntry{EntryID: "le-" + pid, Idem: "idem-" + pid, PaymentID: pid, AccountID: acct, Amount: amount, Direction: "credit"}
-		book := func(delay time.Duration) {
+		book := func(delay time.Duration) time.Time {
 			t := captured.Add(delay)
 			le.OccurredAt = ts(t)
 			add(TopicLedger, acct, t, le)
+			return t
 		}
-		inIncident := scenario == "friday-rollback" && i >= incidentFrom && i < incidentTo
+		var booked time.Time
 		switch r := rng.IntN(100); {
 		case inIncident && r < 6:
 			// A partial write: the payment was captured, the ledger never heard.
-			ds.Truth.Violations = append(ds.Truth.Violations, Expected{Rule: RuleCapturedPaymentHasLedgerEntry, Key: pid})
+			expect(RuleCapturedPaymentHasLedgerEntry, pid, false)
+			continue
 		case inIncident && r < 9:
 			// A stalled queue job booked it, but after the deadline.
-			book(35*time.Second + time.Duration(rng.IntN(60_000))*time.Millisecond)
-			ds.Truth.Violations = append(ds.Truth.Violations, Expected{Rule: RuleCapturedPaymentHasLedgerEntry, Key: pid, Resolved: true})
+			booked = book(35*time.Second + time.Duration(rng.IntN(60_000))*time.Millisecond)
+			expect(RuleCapturedPaymentHasLedgerEntry, pid, true)
 		case r < 15:
-			// Late but inside the window: must not fire.
-			book(20*time.Second + time.Duration(rng.IntN(9_500))*time.Millisecond)
-			ds.Truth.Traps = append(ds.Truth.Traps, Trap{Kind: "ledger_late_inside_window", Key: pid})
+			booked = book(20*time.Second + time.Duration(rng.IntN(9_500))*time.Millisecond)
+			trap("ledger_late_inside_window", pid)
 		case r < 18:
-			// Booked a moment before the capture event's time: clocks differ.
-			book(-time.Duration(rng.IntN(300)) * time.Millisecond)
-			ds.Truth.Traps = append(ds.Truth.Traps, Trap{Kind: "ledger_before_capture", Key: pid})
+			// Stamped a moment before the capture: producers' clocks differ.
+			booked = book(-time.Duration(rng.IntN(300)) * time.Millisecond)
+			trap("ledger_before_capture", pid)
 		default:
-			book(time.Duration(100+rng.IntN(3000)) * time.Millisecond)
+			booked = book(time.Duration(100+rng.IntN(3000)) * time.Millisecond)
+		}
+		switch r := rng.IntN(100); {
+		case inIncident && r < 4:
+			// A retried request books a second entry under the same key.
+			le.EntryID = "le-" + pid + "-retry"
+			retried := booked.Add(time.Duration(1+rng.IntN(30)) * time.Second)
+			le.OccurredAt = ts(retried)
+			add(TopicLedger, acct, retried, le)
+			expect(RuleNoDuplicateLedgerEffect, "idem-"+pid, false)
+		case r < 6:
+			ds.Events = append(ds.Events, ds.Events[len(ds.Events)-1])
+			trap("redelivered_ledger_entry", pid)
 		}
 	}
-	// Each topic is produced in event-time order, as services emit them; the
-	// consumer still reads the two topics at different speeds.
+	// Subscriptions start across the first half of the run; each entitlement
+	// lasts an hour and is normally renewed before it expires.
+	span := time.Duration(o.Payments) * gap
+	subs := o.Payments / 10
+	for s := 0; s < subs; s++ {
+		acct := fmt.Sprintf("acct-%04d", rng.IntN(o.Accounts))
+		sid := fmt.Sprintf("sub-%06d", s)
+		start := o.Start.Add(time.Duration(rng.Int64N(int64(span/2) + 1)))
+		expires := start.Add(time.Hour)
+		ent := func(status string, at, exp time.Time) {
+			add(TopicEntitlements, acct, at, entitlement{Event: sid + "-" + strconv.FormatInt(at.UnixMilli(), 10), SubscriptionID: sid,
+				AccountID: acct, Status: status, ExpiresAt: ts(exp), OccurredAt: ts(at)})
+		}
+		ent("active", start, expires)
+		inIncident := scenario == "friday-rollback" && s >= subs/3 && s < 2*subs/3
+		switch r := rng.IntN(100); {
+		case inIncident && r < 15:
+			// The renewal never applied: active, and expired.
+			expect(RuleActiveSubscriptionEntitled, sid, false)
+		case inIncident && r < 22:
+			// Renewed, but only ten minutes after the entitlement lapsed.
+			ent("active", expires.Add(10*time.Minute), expires.Add(30*24*time.Hour))
+			expect(RuleActiveSubscriptionEntitled, sid, true)
+		case r < 35:
+			ent("canceled", start.Add(30*time.Minute), expires)
+			trap("canceled_before_expiry", sid)
+		case r < 45:
+			ent("active", expires.Add(2*time.Minute), expires.Add(30*24*time.Hour))
+			trap("renewed_within_grace", sid)
+		default:
+			ent("active", expires.Add(-10*time.Minute), expires.Add(30*24*time.Hour))
+		}
+	}
+	// Services emit in event-time order; then a little disorder, as networks
+	// and retries add: neighbours less than a second apart swap places, well
+	// inside the 5s allowed lateness.
 	sort.SliceStable(ds.Events, func(i, j int) bool { return ds.Events[i].Time.Before(ds.Events[j].Time) })
+	for i := 1; i < len(ds.Events); i++ {
+		a, b := &ds.Events[i-1], &ds.Events[i]
+		if b.Time.Sub(a.Time) < time.Second && rng.IntN(20) == 0 {
+			*a, *b = *b, *a
+			if len(ds.Truth.Traps) < 1<<20 {
+				trap("reordered_within_lateness", b.Key)
+			}
+			i++
+		}
+	}
 	ds.Truth.Events = len(ds.Events)
 	return ds, nil
 }
