@@ -1,6 +1,10 @@
 package main
 
 import (
+	"os"
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -42,6 +46,21 @@ func runCmd() *cobra.Command {
 			defer m.Close()
 			log.Info("monitor started", zap.Strings("brokers", cfg.Kafka.Brokers), zap.String("group", cfg.Kafka.Group),
 				zap.String("http", m.HTTPAddr()), zap.Int("rules", len(m.Rules().Rules)), zap.String("rules_version", m.Rules().Version))
+			// SIGHUP reloads the rules, like Prometheus: parse everything
+			// first, swap only on success.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-cmd.Context().Done():
+						return
+					case <-hup:
+						_ = m.Reload(cmd.Context())
+					}
+				}
+			}()
 			err = m.Run(cmd.Context())
 			log.Info("monitor stopped", zap.Error(err))
 			return err

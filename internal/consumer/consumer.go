@@ -559,3 +559,38 @@ func (c *Consumer) onCommitted(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *km
 		c.log.Warn("commit offsets", zap.Error(err))
 	}
 }
+
+// SetRules swaps in a new rule set between batches. Every batch's state is
+// durable before the next begins, so the engines are simply dropped and
+// rebuilt from Badger under the new rules on the next batch. Topics the new
+// rules add are subscribed to; topics they no longer read stay subscribed
+// until restart (their records are ignored).
+func (c *Consumer) SetRules(ctx context.Context, rs *rules.RuleSet) error {
+	topics := topicsOf(rs)
+	details, err := c.adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	if err := CheckCoPartitioned(rs, details); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var added []string
+	known := map[string]bool{}
+	for _, t := range c.topics {
+		known[t] = true
+	}
+	for _, t := range topics {
+		if !known[t] {
+			added = append(added, t)
+		}
+	}
+	c.rs, c.topics = rs, topics
+	c.parts = map[int32]*partition{}
+	c.endsAt = time.Time{}
+	if len(added) > 0 {
+		c.cl.AddConsumeTopics(added...)
+	}
+	return nil
+}

@@ -120,6 +120,11 @@ func (m *monitorProc) logTail() string {
 
 func (m *monitorProc) violations(t *testing.T) map[string]string {
 	t.Helper()
+	return m.violationsFor(t, rule)
+}
+
+func (m *monitorProc) violationsFor(t *testing.T, rule string) map[string]string {
+	t.Helper()
 	resp, err := http.Get("http://" + m.http + "/api/v1/violations?rule=" + rule)
 	if err != nil {
 		t.Fatal(err)

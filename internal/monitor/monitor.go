@@ -57,6 +57,9 @@ type Monitor struct {
 	consumer *consumer.Consumer
 	alerts   *alert.Manager
 	listener net.Listener
+
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
 }
 
 // New opens the state, loads the rules, connects to Kafka and binds the HTTP
@@ -83,6 +86,15 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		}
 	}
 	m.rules.Store(rs)
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "invmon_rules_last_reload_successful", Help: "1 when the last rule reload succeeded, 0 when it failed and the previous rules stayed in force.",
+	})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "invmon_rules_last_reload_success_timestamp_seconds", Help: "When the rules were last loaded successfully.",
+	})
+	m.reg.MustRegister(m.reloadOK, m.reloadTime)
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(opts.Now().Unix()))
 	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
 		return nil, err
 	}
@@ -265,3 +277,41 @@ func (m *Monitor) Close() {
 
 // FlushAlerts evaluates and sends the alerts now, instead of at the next tick.
 func (m *Monitor) FlushAlerts(ctx context.Context) error { return m.alerts.Tick(ctx) }
+
+// Reload reads the rule files again and, when every file is valid and the
+// topics are co-partitioned, swaps the new rules in. On any failure the rules
+// in force keep running and invmon_rules_last_reload_successful drops to 0.
+func (m *Monitor) Reload(ctx context.Context) error {
+	err := m.reload(ctx)
+	if err != nil {
+		m.reloadOK.Set(0)
+		m.log.Error("rule reload failed; the previous rules stay in force", zap.Error(err))
+		return err
+	}
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(m.opts.Now().Unix()))
+	rs := m.rules.Load()
+	m.log.Info("rules reloaded", zap.Int("rules", len(rs.Rules)), zap.String("version", rs.Version))
+	return nil
+}
+
+func (m *Monitor) reload(ctx context.Context) error {
+	rs, err := rules.LoadFiles(m.opts.Config.RuleFiles...)
+	if err != nil {
+		return err
+	}
+	specs := RuleSpecs(rs)
+	for _, s := range specs {
+		if err := s.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := m.consumer.SetRules(ctx, rs); err != nil {
+		return err
+	}
+	if err := m.alerts.SetRules(specs); err != nil {
+		return err
+	}
+	m.rules.Store(rs)
+	return nil
+}
