@@ -40,8 +40,8 @@ type Kafka struct {
 	// restarted process with the same id takes its partitions back at once
 	// instead of waiting out the session timeout. Default none (dynamic).
 	InstanceID string `yaml:"instance_id"`
-	TLS      TLS    `yaml:"tls"`
-	SASL     SASL   `yaml:"sasl"`
+	TLS        TLS    `yaml:"tls"`
+	SASL       SASL   `yaml:"sasl"`
 }
 
 // TLS configures TLS to the brokers. Default off.

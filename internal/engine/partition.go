@@ -70,12 +70,12 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // of the (co-partitioned) input topics. It is owned by one worker and is not
 // safe for concurrent use.
 type Partition struct {
-	id       int32
-	idLabel  string
-	set      *rules.RuleSet
-	metrics  *Metrics
-	log      *zap.Logger
-	dec      rules.Decoder
+	id         int32
+	idLabel    string
+	set        *rules.RuleSet
+	metrics    *Metrics
+	log        *zap.Logger
+	dec        rules.Decoder
 	routes     map[string][]*route
 	streams    map[string]*streamState
 	tables     map[string]*table
