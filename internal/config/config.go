@@ -105,17 +105,39 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
+	// Expand ${NAME} in values only: a comment that mentions ${VAR} must not
+	// need the variable set.
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
 	var missing []string
-	expanded := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
-		name := string(envRef.FindSubmatch(m)[1])
-		v, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.ScalarNode {
+			n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+				name := envRef.FindStringSubmatch(m)[1]
+				v, ok := os.LookupEnv(name)
+				if !ok {
+					missing = append(missing, name)
+				}
+				return v
+			})
 		}
-		return []byte(v)
-	})
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(&root)
 	if len(missing) > 0 {
 		return cfg, fmt.Errorf("config %s: environment variables not set: %v", path, missing)
+	}
+	if len(root.Content) == 0 {
+		return cfg, nil
+	}
+	expanded, err := yaml.Marshal(&root)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
