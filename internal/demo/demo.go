@@ -4,19 +4,24 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/config"
-	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/sim"
+	"github.com/invmon/invmon/internal/violation"
 	examplerules "github.com/invmon/invmon/rules"
 )
 
@@ -34,6 +39,11 @@ type Options struct {
 	AlertmanagerURLs []string
 	// Timeout bounds the whole run. Default 2m.
 	Timeout time.Duration
+	// Brokers, when set, run the demo on that cluster instead of an
+	// in-process one; the topics are created with TopicPrefix.
+	Brokers []string
+	// TopicPrefix prefixes every topic, so runs on one cluster never mix.
+	TopicPrefix string
 	// Logger. Default no-op.
 	Logger *zap.Logger
 	// Progress, when set, receives one line per phase.
@@ -47,7 +57,17 @@ type Result struct {
 	Events   int                   `json:"events"`
 	Rules    map[string]*sim.Score `json:"rules"`
 	Traps    map[string]int        `json:"traps"`
-	Elapsed  time.Duration         `json:"-"`
+	// Delays are per rule detection delays in event time (watermark at
+	// detection minus deadline), for violations judged at a deadline.
+	Delays  map[string]Delay `json:"detection_delay_event_time,omitempty"`
+	Elapsed time.Duration    `json:"-"`
+}
+
+// Delay summarizes detection delays.
+type Delay struct {
+	P50Seconds float64 `json:"p50_seconds"`
+	P99Seconds float64 `json:"p99_seconds"`
+	N          int     `json:"n"`
 }
 
 // Run executes the demo.
@@ -87,17 +107,35 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(o.Partitions, sim.Topics...))
-	if err != nil {
-		return nil, fmt.Errorf("in-process kafka: %w", err)
+	for _, st := range rs.Streams {
+		st.Topic = o.TopicPrefix + st.Topic
 	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	progress(fmt.Sprintf("started an in-process Kafka cluster (%d partitions per topic)", o.Partitions))
-
+	for i := range ds.Events {
+		ds.Events[i].Topic = o.TopicPrefix + ds.Events[i].Topic
+	}
+	topics := make([]string, len(sim.Topics))
+	for i, t := range sim.Topics {
+		topics[i] = o.TopicPrefix + t
+	}
+	brokers := o.Brokers
+	if len(brokers) == 0 {
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(o.Partitions, topics...))
+		if err != nil {
+			return nil, fmt.Errorf("in-process kafka: %w", err)
+		}
+		defer cluster.Close()
+		brokers = cluster.ListenAddrs()
+		progress(fmt.Sprintf("started an in-process Kafka cluster (%d partitions per topic)", o.Partitions))
+	}
 	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		return nil, err
+	}
+	if len(o.Brokers) > 0 {
+		if _, err := kadm.NewClient(producer).CreateTopics(ctx, o.Partitions, 1, nil, topics...); err != nil {
+			producer.Close()
+			return nil, fmt.Errorf("create topics: %w", err)
+		}
 	}
 	err = sim.Produce(ctx, producer, ds.Events)
 	producer.Close()
@@ -108,8 +146,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	cfg := config.Defaults()
 	cfg.Kafka.Brokers = brokers
-	cfg.Kafka.Group = "invmon-demo"
-	cfg.HTTP.Listen = ""
+	cfg.Kafka.Group = o.TopicPrefix + "invmon-demo"
+	// The verdict is read back through the HTTP API, as a user would.
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Alertmanager.URLs = o.AlertmanagerURLs
 	dir, err := os.MkdirTemp("", "invmon-demo-")
 	if err != nil {
@@ -136,11 +175,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			o.Logger.Warn("send alerts", zap.Error(err))
 		}
 	}
+	found, err := fetchViolations(ctx, m.HTTPAddr())
 	stop()
-	if err := <-done; err != nil {
-		return nil, err
+	if rerr := <-done; rerr != nil {
+		return nil, rerr
 	}
-	found, err := m.Violations(joinstate.Filter{})
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +194,45 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	for _, t := range ds.Truth.Traps {
 		res.Traps[t.Kind]++
 	}
+	res.Delays = delays(found)
 	return res, nil
+}
+
+func fetchViolations(ctx context.Context, addr string) ([]violation.Violation, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/violations?state=all&limit=10000000", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("violations API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("violations API: %s", resp.Status)
+	}
+	var list server.ViolationList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("violations API: %w", err)
+	}
+	return list.Violations, nil
+}
+
+// delays computes per rule the event-time detection delay percentiles of
+// violations judged at a deadline after their trigger (absence, state).
+func delays(vs []violation.Violation) map[string]Delay {
+	per := map[string][]time.Duration{}
+	for _, v := range vs {
+		if v.Deadline.After(v.EventTime) {
+			per[v.Rule] = append(per[v.Rule], v.Watermark.Sub(v.Deadline))
+		}
+	}
+	out := map[string]Delay{}
+	for rule, ds := range per {
+		slices.Sort(ds)
+		out[rule] = Delay{P50Seconds: ds[len(ds)/2].Seconds(), P99Seconds: ds[(len(ds)*99)/100].Seconds(), N: len(ds)}
+	}
+	return out
 }
 
 // waitSettled waits until every produced record has been handled and every

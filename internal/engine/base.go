@@ -143,7 +143,7 @@ func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *viol
 	v := &violation.Violation{
 		ID: id, Rule: b.rule.Name, RuleVersion: b.rule.Version, Key: t.Key, State: violation.Open,
 		Impact: t.Impact, Customer: t.Customer, TriggerEventID: t.EventID, EventTime: t.EventTime,
-		Deadline: deadline, DetectedAt: now, Source: t.Source, Detail: detail,
+		Deadline: deadline, DetectedAt: now, Watermark: b.wm, Source: t.Source, Detail: detail,
 	}
 	b.p.violations[id] = v
 	b.violations.Inc()

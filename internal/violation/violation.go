@@ -48,6 +48,9 @@ type Violation struct {
 	Deadline time.Time `json:"deadline"`
 	// DetectedAt is the monitor's clock when the violation was recorded.
 	DetectedAt time.Time `json:"detected_at"`
+	// Watermark is the rule's event-time watermark when the violation was
+	// recorded: Watermark - Deadline is the detection delay in event time.
+	Watermark time.Time `json:"watermark"`
 	// ResolvedAt is the monitor's clock when the violation was resolved.
 	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
 	// ResolvedByEventTime is the event time of the event that resolved it.

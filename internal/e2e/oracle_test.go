@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/invmon/invmon/internal/demo"
+	"github.com/invmon/invmon/internal/kafkatest"
+)
+
+// TestOracleOnRealBroker runs the simulator's scenarios through the monitor
+// on the real broker and requires the violations API to equal the ground
+// truth for every example rule: nothing missed, nothing false, no duplicate.
+func TestOracleOnRealBroker(t *testing.T) {
+	brokers := kafkatest.Kafka(t)
+	cases := []struct {
+		scenario string
+		seed     uint64
+	}{{"friday-rollback", 1}, {"friday-rollback", 2}, {"friday-rollback", 3}, {"clean", 4}}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/seed%d", c.scenario, c.seed), func(t *testing.T) {
+			res, err := demo.Run(context.Background(), demo.Options{
+				Scenario: c.scenario, Seed: c.seed, Payments: 21000, Partitions: 4,
+				Brokers: kafkatest.Seeds(brokers), TopicPrefix: fmt.Sprintf("oracle%d-%d-", time.Now().UnixNano(), c.seed),
+				Timeout: 3 * time.Minute,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Events < 100_000 {
+				t.Fatalf("only %d events; the oracle wants at least 100k", res.Events)
+			}
+			t.Logf("%d events", res.Events)
+			for rule, s := range res.Rules {
+				precision, recall := 1.0, 1.0
+				if s.Found+s.FalsePositives > 0 {
+					precision = float64(s.Found) / float64(s.Found+s.FalsePositives)
+				}
+				if s.Injected > 0 {
+					recall = float64(s.Found) / float64(s.Injected)
+				}
+				d := res.Delays[rule]
+				t.Logf("%-42s injected %4d found %4d missed %d false %d dup %d  precision %.3f recall %.3f  delay(event time) p50 %.1fs p99 %.1fs",
+					rule, s.Injected, s.Found, s.Missed, s.FalsePositives, s.Duplicates, precision, recall, d.P50Seconds, d.P99Seconds)
+				if s.Missed != 0 || s.FalsePositives != 0 || s.Duplicates != 0 || s.Found != s.Injected || s.ResolvedFound != s.ResolvedExpected {
+					t.Errorf("%s: %+v", rule, s)
+				}
+				if c.scenario == "clean" && s.Injected != 0 {
+					t.Errorf("%s: clean traffic injected %d violations", rule, s.Injected)
+				}
+				if c.scenario == "friday-rollback" && s.Injected == 0 {
+					t.Errorf("%s: the incident injected nothing", rule)
+				}
+			}
+		})
+	}
+}
