@@ -104,6 +104,18 @@ func benchMonitorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// INVMON_MEMPROFILE=FILE writes a heap profile at the end: what the
+			// peak RSS is made of.
+			if path := os.Getenv("INVMON_MEMPROFILE"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+					return err
+				}
+			}
 			return json.NewEncoder(os.Stdout).Encode(map[string]int64{"ElapsedNS": d.Nanoseconds()})
 		},
 	}
