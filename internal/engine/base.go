@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/cel-go/common/types/ref"
@@ -105,6 +106,11 @@ func (b *ruleBase) impact(ev *rules.Event) (float64, string, error) {
 		v, err := x.Eval(ev)
 		if err != nil {
 			return 0, "", fmt.Errorf("impact.value: %w", err)
+		}
+		// An infinite or NaN amount (`1e400` in JSON) can neither be summed
+		// into a page nor stored: the record is malformed for this rule.
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			return 0, "", fmt.Errorf("impact.value: %v is not a finite number", v)
 		}
 		value = v
 	}
