@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"gopkg.in/yaml.v3"
 	"strings"
 	"time"
 
@@ -333,26 +334,54 @@ func eventField(e ast.Expr) string {
 }
 
 // pos maps a position inside an expression (CEL's 1-based line, 0-based
-// column) to the rule file. Plain and quoted scalars start at the scalar's
-// own column; block scalars (| and >) start on the next line at its indent.
+// column) to the rule file. A literal block (|) keeps its lines, indented by
+// the block's indentation. Every other style folds its source lines into
+// one with spaces, so the offset is found by walking the source lines.
 func (c *compiler) pos(s Scalar, celLine, celCol int) Pos {
+	if s.Line == 0 {
+		return Pos{File: c.file}
+	}
 	if celLine < 1 {
 		celLine = 1
 	}
-	switch {
-	case s.Style&literalOrFolded != 0:
-		line := s.Line + celLine
-		return Pos{File: c.file, Line: line, Column: c.indent(line) + 1 + celCol}
-	case celLine == 1:
-		col := s.Column + celCol
-		if s.Style&quotedStyles != 0 {
-			col++
+	if s.Style&yaml.LiteralStyle != 0 {
+		first := s.Line + 1
+		if first > len(c.lines) || strings.TrimSpace(s.Value) == "" {
+			return Pos{File: c.file, Line: s.Line, Column: s.Column}
 		}
-		return Pos{File: c.file, Line: s.Line, Column: col}
-	default:
-		line := s.Line + celLine - 1
-		return Pos{File: c.file, Line: line, Column: c.indent(line) + 1 + celCol}
+		return Pos{File: c.file, Line: s.Line + celLine, Column: c.indent(first) + 1 + celCol}
 	}
+	// The offset of the position in the expression's text.
+	offset := celCol
+	for i, l := 0, 1; l < celLine && i < len(s.Value); i++ {
+		offset++
+		if s.Value[i] == '\n' {
+			l++
+			offset = i + 1 + celCol
+		}
+	}
+	line, col := s.Line, s.Column
+	switch {
+	case s.Style&yaml.FoldedStyle != 0:
+		line++
+		col = c.indent(line) + 1
+	case s.Style&quotedStyles != 0:
+		col++
+	}
+	for line <= len(c.lines) {
+		text := strings.TrimRight(c.lines[line-1], " \t\r")
+		rest := 0
+		if col-1 <= len(text) {
+			rest = len(text) - (col - 1)
+		}
+		if offset <= rest || line == len(c.lines) {
+			return Pos{File: c.file, Line: line, Column: col + min(offset, rest)}
+		}
+		offset -= rest + 1 // the line break folded into one space
+		line++
+		col = c.indent(line) + 1
+	}
+	return Pos{File: c.file, Line: s.Line, Column: s.Column}
 }
 
 func (c *compiler) indent(line int) int {

@@ -80,6 +80,12 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 	for _, n := range names {
 		spec := r.Lookup[n]
 		at := c.pos(spec.Stream, 1, 0)
+		if at.Line == 0 {
+			at = c.pos(spec.Key, 1, 0)
+		}
+		if at.Line == 0 {
+			at = Pos{File: c.file, Line: r.line, Column: r.column}
+		}
 		if !ruleNameRE.MatchString(n) || n == "event" || n == "record" {
 			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("lookup %q: name must be an identifier other than event and record", n)))
 			continue

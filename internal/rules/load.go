@@ -429,9 +429,19 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 		Impact:      Impact{Unit: r.Impact.unit()},
 		Pos:         at,
 	}
-	for k, v := range r.Labels {
+	labels := make([]string, 0, len(r.Labels))
+	for k := range r.Labels {
+		labels = append(labels, k)
+	}
+	sort.Strings(labels)
+	for _, k := range labels {
+		v := r.Labels[k]
 		if !labelNameRE.MatchString(k) || k == "alertname" || k == "severity" {
-			l.errs = append(l.errs, ctx.at(c.pos(v, 1, 0), fmt.Sprintf("label %q: not a valid label name, or reserved (alertname and severity are set by the monitor)", k)))
+			p := c.pos(v, 1, 0)
+			if p.Line == 0 {
+				p = at // a null value has no position of its own
+			}
+			l.errs = append(l.errs, ctx.at(p, fmt.Sprintf("label %q: not a valid label name, or reserved (alertname and severity are set by the monitor)", k)))
 			continue
 		}
 		rule.Labels[k] = v.Value
