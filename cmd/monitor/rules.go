@@ -10,7 +10,8 @@ import (
 )
 
 func rulesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "rules", Short: "Check rule files"}
+	cmd := &cobra.Command{Use: "rules", Short: "Check and test rule files"}
+	cmd.AddCommand(rulesTestCmd())
 	cmd.AddCommand(&cobra.Command{
 		Use:   "check FILE...",
 		Short: "Validate rule files; exit 1 with every error (file:line:col) when any is invalid",

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain lets the test binary act as the monitor command inside scripts,
+// so the scripts exercise the real flag parsing and exit codes.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"monitor": main})
+}
+
+// TestScripts runs the CLI scripts in testdata/script. $RULES is the
+// repository's rules directory, so scripts test the shipped examples.
+func TestScripts(t *testing.T) {
+	rulesDir, err := filepath.Abs("../../rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rulesDir); err != nil {
+		t.Fatal(err)
+	}
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("RULES", rulesDir)
+			return nil
+		},
+	})
+}
