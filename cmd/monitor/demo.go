@@ -36,7 +36,7 @@ func demoCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, `print {"rules": {"<rule>": {"injected": n, "found": n, "missed": n, "false_positives": n}}}`)
-	f.StringVar(&o.Scenario, "scenario", "friday-rollback", "scenario: friday-rollback or clean")
+	f.StringVar(&o.Scenario, "scenario", "friday-rollback", "scenario: friday-rollback, clean or lagging-ledger")
 	f.Uint64Var(&o.Seed, "seed", 1, "random seed; the same seed gives the same incident")
 	f.IntVar(&o.Payments, "payments", 5000, "simulated payments")
 	f.StringSliceVar(&o.AlertmanagerURLs, "alertmanager", nil, "also send the demo's alerts to this Alertmanager URL")
@@ -72,6 +72,9 @@ func printDemo(res *demo.Result) {
 		if d, ok := res.Delays[n]; ok {
 			fmt.Printf("  %-44s p50 %10.1fs  p99 %10.1fs  (n=%d)\n", n, d.P50Seconds, d.P99Seconds, d.N)
 		}
+	}
+	if len(res.Blind) > 0 {
+		fmt.Printf("\nStreams reported blind (InvariantMonitorBlind) while they lagged: %v; still blind at the end: %v\n", res.Blind, res.BlindAfter)
 	}
 	ok := true
 	for _, s := range res.Rules {

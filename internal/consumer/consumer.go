@@ -57,6 +57,10 @@ type Config struct {
 	// OnCommit is called, after each durable commit, with the violations that
 	// opened or resolved in it. Optional.
 	OnCommit func([]violation.Violation)
+	// OnBlind is called after every batch and tick with the streams that lag
+	// another input of their rules beyond their max_lag, and by how much
+	// (the maximum over this member's partitions). Optional.
+	OnBlind func(map[string]time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -384,6 +388,18 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}
 		deltas = append(deltas, joinstate.PartitionDelta{Partition: p.id, Delta: d, Offsets: p.batch})
 		dlq = append(dlq, p.dlq...)
+	}
+	if c.cfg.OnBlind != nil {
+		var blind map[string]time.Duration
+		for _, p := range c.parts {
+			for s, lag := range p.eng.Blind() {
+				if blind == nil {
+					blind = map[string]time.Duration{}
+				}
+				blind[s] = max(blind[s], lag)
+			}
+		}
+		c.cfg.OnBlind(blind)
 	}
 	if len(deltas) == 0 {
 		if len(c.parts) > 0 || len(c.assigned) > 0 {

@@ -44,6 +44,10 @@ type Options struct {
 	Brokers []string
 	// TopicPrefix prefixes every topic, so runs on one cluster never mix.
 	TopicPrefix string
+	// HoldStall is how long a stalled producer (lagging-ledger) stays stalled
+	// after the monitor reports it blind, so that the blind alert has time to
+	// reach Alertmanager and its receivers. Default 0.
+	HoldStall time.Duration
 	// Logger. Default no-op.
 	Logger *zap.Logger
 	// Progress, when set, receives one line per phase.
@@ -60,6 +64,10 @@ type Result struct {
 	// Delays are per rule detection delays in event time (watermark at
 	// detection minus deadline), for violations judged at a deadline.
 	Delays  map[string]Delay `json:"detection_delay_event_time,omitempty"`
+	// Blind lists the streams the monitor reported blind during the run, and
+	// BlindAfter those still blind at its end.
+	Blind      []string `json:"blind,omitempty"`
+	BlindAfter []string `json:"blind_at_end,omitempty"`
 	Elapsed time.Duration    `json:"-"`
 }
 
@@ -137,12 +145,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("create topics: %w", err)
 		}
 	}
-	err = sim.Produce(ctx, producer, ds.Events)
-	producer.Close()
-	if err != nil {
-		return nil, err
-	}
-	progress(fmt.Sprintf("produced scenario %q (seed %d): %d events", o.Scenario, o.Seed, len(ds.Events)))
+	defer producer.Close()
 
 	cfg := config.Defaults()
 	cfg.Kafka.Brokers = brokers
@@ -162,13 +165,53 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer m.Close()
 	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- m.Run(runCtx) }()
-	progress("monitor running; waiting until every input is read and every deadline has passed")
-	if err := waitSettled(ctx, m, int64(len(ds.Events)), time.Now()); err != nil {
+	fail := func(err error) (*Result, error) {
 		stop()
 		<-done
 		return nil, err
+	}
+
+	blind := map[string]bool{}
+	phases := ds.Phases()
+	produced := 0
+	for i, phase := range phases {
+		if err := sim.Produce(ctx, producer, phase); err != nil {
+			return fail(err)
+		}
+		produced += len(phase)
+		progress(fmt.Sprintf("produced scenario %q (seed %d): %d of %d events", o.Scenario, o.Seed, produced, len(ds.Events)))
+		if i == len(phases)-1 {
+			break
+		}
+		if err := waitRead(ctx, m, int64(produced)); err != nil {
+			return fail(err)
+		}
+		if i == 1 && !ds.StallFrom.IsZero() {
+			// Payments went on while the ledger stalled: the monitor must say
+			// it is blind, page about it, and judge nothing meanwhile.
+			if err := waitBlind(ctx, m, sim.TopicLedger); err != nil {
+				return fail(err)
+			}
+			for _, s := range m.BlindStreams() {
+				blind[s] = true
+			}
+			if err := m.FlushAlerts(ctx); err != nil {
+				o.Logger.Warn("send alerts", zap.Error(err))
+			}
+			select {
+			case <-ctx.Done():
+				return fail(ctx.Err())
+			case <-time.After(o.HoldStall):
+			}
+			progress("the monitor reports the stalled ledger as blind; the producer now catches up")
+		}
+	}
+	progress("monitor running; waiting until every input is read and every deadline has passed")
+	if err := waitSettled(ctx, m, int64(len(ds.Events)), time.Now()); err != nil {
+		return fail(err)
 	}
 	if len(o.AlertmanagerURLs) > 0 {
 		if err := m.FlushAlerts(ctx); err != nil {
@@ -195,7 +238,37 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Traps[t.Kind]++
 	}
 	res.Delays = delays(found)
+	for s := range blind {
+		res.Blind = append(res.Blind, s)
+	}
+	res.BlindAfter = m.BlindStreams()
 	return res, nil
+}
+
+// waitRead waits until the monitor has handled records records.
+func waitRead(ctx context.Context, m *monitor.Monitor, records int64) error {
+	for m.Stats().Records < records {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d records: %w", records, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// waitBlind waits until the monitor reports stream as blind.
+func waitBlind(ctx context.Context, m *monitor.Monitor, stream string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !slices.Contains(m.BlindStreams(), stream) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the monitor never reported %s as blind: %w", stream, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func fetchViolations(ctx context.Context, addr string) ([]violation.Violation, error) {

@@ -83,7 +83,9 @@ func (b *ruleBase) computeWatermark(now time.Time) time.Time {
 		allIdle = allIdle && st.idle(now)
 		lateness = max(lateness, st.s.AllowedLateness)
 	}
-	if allIdle {
+	// A blind input must not be overtaken by the clock either: the monitor
+	// never judges absence it cannot see.
+	if allIdle && len(b.blind()) == 0 {
 		if c := now.Add(-lateness); c.After(wm) {
 			wm = c
 		}
@@ -96,6 +98,35 @@ func (b *ruleBase) computeWatermark(now time.Time) time.Time {
 		b.watermarkGauge.Set(float64(wm.UnixNano()) / 1e9)
 	}
 	return wm
+}
+
+// blind returns the rule's inputs that lag the rule's newest input by more
+// than their max_lag in event time, with the lag. A producer that stalled
+// while others go on looks exactly like thousands of missing events; the
+// watermark already holds the verdicts, and this names the cause.
+func (b *ruleBase) blind() map[*streamState]time.Duration {
+	if len(b.streams) < 2 {
+		return nil
+	}
+	var newest time.Time
+	for _, st := range b.streams {
+		if st.maxEventTime.After(newest) {
+			newest = st.maxEventTime
+		}
+	}
+	var out map[*streamState]time.Duration
+	for _, st := range b.streams {
+		if st.s.MaxLag <= 0 || st.maxEventTime.IsZero() {
+			continue
+		}
+		if lag := newest.Sub(st.maxEventTime); lag > st.s.MaxLag {
+			if out == nil {
+				out = map[*streamState]time.Duration{}
+			}
+			out[st] = lag
+		}
+	}
+	return out
 }
 
 // impact evaluates the rule's impact for the event that triggers a

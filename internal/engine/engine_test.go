@@ -254,3 +254,31 @@ func TestMalformedRecordsChangeNothing(t *testing.T) {
 		t.Fatalf("rejected records changed state: %v", h.snap)
 	}
 }
+
+// A ledger stream that stalls while payments go on is named blind, and even
+// when every input then falls silent the clock does not judge absence the
+// monitor could not see. When the ledger catches up it is no longer blind and
+// nothing was missing.
+func TestStalledLedgerIsBlindAndHoldsVerdicts(t *testing.T) {
+	h := newHarness(t)
+	h.p.SetCaughtUp("payments", true)
+	h.p.SetCaughtUp("ledger", true)
+	h.ledger("x", t0)
+	for i := 0; i < 180; i += 10 {
+		at := t0.Add(time.Duration(i) * time.Second)
+		h.payment(fmt.Sprintf("p%d", i), "captured", at)
+	}
+	h.advance(time.Hour) // everything idle for an hour
+	if lag := h.p.Blind()["ledger"]; lag != 170*time.Second {
+		t.Fatalf("blind %v, want ledger lagging 170s", h.p.Blind())
+	}
+	h.expect(map[string]violation.State{})
+	for i := 0; i < 180; i += 10 {
+		h.ledger(fmt.Sprintf("p%d", i), t0.Add(time.Duration(i+1)*time.Second))
+	}
+	h.advance(time.Minute)
+	if b := h.p.Blind(); len(b) != 0 {
+		t.Fatalf("still blind: %v", b)
+	}
+	h.expect(map[string]violation.State{})
+}

@@ -420,6 +420,21 @@ func (p *Partition) Watermark(rule string) time.Time {
 	return time.Time{}
 }
 
+// Blind returns, per stream, how far it lags behind another input of one of
+// its rules in event time, for the streams lagging beyond their max_lag.
+func (p *Partition) Blind() map[string]time.Duration {
+	var out map[string]time.Duration
+	for _, ev := range p.evaluators {
+		for st, lag := range ev.base().blind() {
+			if out == nil {
+				out = map[string]time.Duration{}
+			}
+			out[st.s.Name] = max(out[st.s.Name], lag)
+		}
+	}
+	return out
+}
+
 // MinWatermark returns the lowest watermark of any rule on this partition;
 // the zero time when a rule has none yet.
 func (p *Partition) MinWatermark() time.Time {

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +62,15 @@ type Monitor struct {
 
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
+	inputLag   *prometheus.GaugeVec
+	// blind is the set of streams the InvariantMonitorBlind alert names.
+	blindMu sync.Mutex
+	blind   map[string]bool
 }
+
+// BlindAlert is the alert the monitor raises about itself when an input lags
+// so far behind the others that absence verdicts on it are held.
+const BlindAlert = "InvariantMonitorBlind"
 
 // New opens the state, loads the rules, connects to Kafka and binds the HTTP
 // listener. Nothing is consumed until Run.
@@ -92,7 +102,11 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "invmon_rules_last_reload_success_timestamp_seconds", Help: "When the rules were last loaded successfully.",
 	})
-	m.reg.MustRegister(m.reloadOK, m.reloadTime)
+	m.inputLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "invmon_input_skew_seconds", Help: "How far a stream lags behind another input of its rules in event time, when beyond its max_lag; 0 otherwise.",
+	}, []string{"stream"})
+	m.blind = map[string]bool{}
+	m.reg.MustRegister(m.reloadOK, m.reloadTime, m.inputLag)
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(opts.Now().Unix()))
 	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
@@ -134,6 +148,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		Now:          opts.Now,
 		Registerer:   m.reg,
 		OnCommit:     func(vs []violation.Violation) { m.alerts.Observe(vs...) },
+		OnBlind:      m.onBlind,
 	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
 	if err != nil {
 		return nil, err
@@ -314,4 +329,45 @@ func (m *Monitor) reload(ctx context.Context) error {
 	}
 	m.rules.Store(rs)
 	return nil
+}
+
+// onBlind raises one InvariantMonitorBlind alert per lagging stream, and
+// resolves it when the stream catches up.
+func (m *Monitor) onBlind(lags map[string]time.Duration) {
+	m.blindMu.Lock()
+	defer m.blindMu.Unlock()
+	for name := range m.rules.Load().Streams {
+		lag, blind := lags[name]
+		m.inputLag.WithLabelValues(name).Set(lag.Seconds())
+		if blind == m.blind[name] {
+			continue
+		}
+		m.blind[name] = blind
+		ann := map[string]string{
+			"summary": fmt.Sprintf("invmon cannot see stream %s: it lags %s behind another input of its rules", name, lag.Round(time.Second)),
+			"description": "Absence verdicts that depend on this stream are held until it catches up, " +
+				"so a stalled producer is not reported as thousands of missing events. Check the producer of its topic.",
+		}
+		if !blind {
+			ann["summary"] = fmt.Sprintf("invmon sees stream %s again", name)
+		}
+		if err := m.alerts.SetCondition(BlindAlert, map[string]string{"stream": name}, ann, blind); err != nil {
+			m.log.Warn("blind alert", zap.String("stream", name), zap.Error(err))
+		}
+		m.log.Warn("input blindness changed", zap.String("stream", name), zap.Bool("blind", blind), zap.Duration("lag", lag))
+	}
+}
+
+// BlindStreams returns the streams the monitor currently reports as blind.
+func (m *Monitor) BlindStreams() []string {
+	m.blindMu.Lock()
+	defer m.blindMu.Unlock()
+	var out []string
+	for s, b := range m.blind {
+		if b {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -71,6 +73,32 @@ type Truth struct {
 type Dataset struct {
 	Events []Event
 	Truth  Truth
+	// StallFrom and StallTo bound, in event time, the ledger entries whose
+	// producer stalls (lagging-ledger); zero otherwise.
+	StallFrom, StallTo time.Time
+}
+
+// Phases splits the events into what is produced before a ledger stall,
+// during it (everything but the ledger), and after it (the stalled ledger
+// entries catching up, then the rest). Without a stall it is one phase.
+func (ds *Dataset) Phases() [][]Event {
+	if ds.StallFrom.IsZero() {
+		return [][]Event{ds.Events}
+	}
+	var before, during, caughtUp, after []Event
+	for _, e := range ds.Events {
+		switch {
+		case e.Time.Before(ds.StallFrom):
+			before = append(before, e)
+		case e.Time.Before(ds.StallTo) && strings.HasSuffix(e.Topic, TopicLedger):
+			caughtUp = append(caughtUp, e)
+		case e.Time.Before(ds.StallTo):
+			during = append(during, e)
+		default:
+			after = append(after, e)
+		}
+	}
+	return [][]Event{before, during, append(caughtUp, after...)}
 }
 
 // Options shape a scenario.
@@ -103,7 +131,7 @@ func (o Options) withDefaults() Options {
 }
 
 // Scenarios lists the scenario names Generate knows.
-var Scenarios = []string{"friday-rollback", "clean"}
+var Scenarios = []string{"friday-rollback", "clean", "lagging-ledger"}
 
 type payment struct {
 	Event      string `json:"event_id"`
@@ -167,7 +195,7 @@ type ledgerEntry struct {
 // clean: the same traffic and traps with no violation.
 func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 	o = o.withDefaults()
-	if scenario != "friday-rollback" && scenario != "clean" {
+	if !slices.Contains(Scenarios, scenario) {
 		return nil, fmt.Errorf("unknown scenario %q (known: %v)", scenario, Scenarios)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x1a2b3c4d))
@@ -326,6 +354,16 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 			}
 			i++
 		}
+	}
+	if scenario == "lagging-ledger" {
+		// A third into the run the ledger's producer stalls for six minutes
+		// of event time while payments go on; then it catches up. Nothing is
+		// missing: the truth is no violation, and one InvariantMonitorBlind
+		// alert while it lags (its max_lag is 2m).
+		span := time.Duration(o.Payments) * gap
+		ds.StallFrom = o.Start.Add(span / 3)
+		ds.StallTo = ds.StallFrom.Add(6 * time.Minute)
+		trap("ledger_producer_stalled", TopicLedger)
 	}
 	ds.Truth.Events = len(ds.Events)
 	return ds, nil
