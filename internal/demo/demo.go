@@ -63,12 +63,12 @@ type Result struct {
 	Traps    map[string]int        `json:"traps"`
 	// Delays are per rule detection delays in event time (watermark at
 	// detection minus deadline), for violations judged at a deadline.
-	Delays  map[string]Delay `json:"detection_delay_event_time,omitempty"`
+	Delays map[string]Delay `json:"detection_delay_event_time,omitempty"`
 	// Blind lists the streams the monitor reported blind during the run, and
 	// BlindAfter those still blind at its end.
-	Blind      []string `json:"blind,omitempty"`
-	BlindAfter []string `json:"blind_at_end,omitempty"`
-	Elapsed time.Duration    `json:"-"`
+	Blind      []string      `json:"blind,omitempty"`
+	BlindAfter []string      `json:"blind_at_end,omitempty"`
+	Elapsed    time.Duration `json:"-"`
 }
 
 // Delay summarizes detection delays.

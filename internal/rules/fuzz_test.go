@@ -79,7 +79,6 @@ func yamlLines(src []byte) int {
 	return n
 }
 
-
 // FuzzEventExpr compiles the example rules and feeds fuzzed record values
 // through a partition: evaluating every stream and rule expression on
 // arbitrary JSON must never panic, a rejected record must be a
