@@ -36,6 +36,10 @@ type Kafka struct {
 	ClientID string `yaml:"client_id"`
 	// DLQTopic receives poison records. Default "<group>.dlq".
 	DLQTopic string `yaml:"dlq_topic"`
+	// ViolationsTopic, when set, receives every violation and resolution
+	// exactly once (keyed by violation id), for downstream repair workflows.
+	// Default none.
+	ViolationsTopic string `yaml:"violations_topic"`
 	// InstanceID, when set, makes this member a static group member: a
 	// restarted process with the same id takes its partitions back at once
 	// instead of waiting out the session timeout. Default none (dynamic).

@@ -60,6 +60,10 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	db  *badger.DB
 	log *zap.Logger
+	// outbox, when enabled, queues every violation change for publication
+	// in the same transaction as the change (see outbox.go).
+	outbox     bool
+	outboxNext uint64
 }
 
 // Open opens (or creates) the state directory.
@@ -201,6 +205,15 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 			if err != nil {
 				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
 			}
+		}
+	}
+	entries, err := s.outboxEntries(deltas)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := set(e[0], e[1]); err != nil {
+			return fmt.Errorf("write outbox: %w", err)
 		}
 	}
 	for _, pd := range deltas {

@@ -60,3 +60,49 @@ func TestCommitIsDurableAndPartitioned(t *testing.T) {
 		t.Fatalf("resolved violations = %v", vs)
 	}
 }
+
+func TestOutboxQueuesChangesWithTheirCommit(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableOutbox(); err != nil {
+		t.Fatal(err)
+	}
+	open := violation.Violation{ID: "v1", State: violation.Open}
+	resolved := violation.Violation{ID: "v1", State: violation.Resolved}
+	if err := s.Commit(PartitionDelta{Partition: 0, Delta: &engine.Delta{Changed: []violation.Violation{open, resolved}}}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.Outbox(10)
+	if err != nil || len(entries) != 2 || entries[0].Event != "opened" || entries[1].Event != "resolved" || entries[0].Seq >= entries[1].Seq {
+		t.Fatalf("outbox %+v, %v", entries, err)
+	}
+	id, _ := s.MemberID()
+	if err := s.OutboxDone(entries[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// Reopened, the rest is still queued, new entries follow it, and the
+	// member keeps its identity.
+	s, err = Open(dir, Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.EnableOutbox(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(PartitionDelta{Partition: 0, Delta: &engine.Delta{Changed: []violation.Violation{{ID: "v2", State: violation.Open}}}}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ = s.Outbox(10)
+	if len(entries) != 2 || entries[0].Violation.State != violation.Resolved || entries[1].Violation.ID != "v2" || entries[1].Seq <= entries[0].Seq {
+		t.Fatalf("after reopening: %+v", entries)
+	}
+	if again, _ := s.MemberID(); again != id || id == "" {
+		t.Fatalf("member id %q then %q", id, again)
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/outbox"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/violation"
@@ -58,6 +59,7 @@ type Monitor struct {
 	store    *joinstate.Store
 	consumer *consumer.Consumer
 	alerts   *alert.Manager
+	outbox   *outbox.Publisher
 	listener net.Listener
 
 	reloadOK   prometheus.Gauge
@@ -136,6 +138,15 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	kopts, err := kafkaOpts(cfg.Kafka)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Kafka.ViolationsTopic != "" {
+		if err := m.store.EnableOutbox(); err != nil {
+			return nil, err
+		}
+		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: kopts, Topic: cfg.Kafka.ViolationsTopic}, m.store, m.log.Named("outbox"))
+		if err != nil {
+			return nil, err
+		}
 	}
 	m.consumer, err = consumer.New(ctx, consumer.Config{
 		Brokers:      cfg.Kafka.Brokers,
@@ -247,6 +258,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { m.store.RunGC(ctx, 5*time.Minute); return nil })
+	if m.outbox != nil {
+		g.Go(func() error { return m.outbox.Run(ctx) })
+	}
 	if m.listener != nil {
 		srv := &http.Server{
 			Handler: server.New(server.Sources{
@@ -274,6 +288,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) Close() {
 	if m.consumer != nil {
 		m.consumer.Close()
+	}
+	if m.outbox != nil {
+		m.outbox.Close()
 	}
 	if m.alerts != nil {
 		if err := m.alerts.Close(); err != nil {

@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/invmon/invmon/internal/kafkatest"
+)
+
+// TestViolationsTopicHoldsEachChangeOnce publishes violations to a topic,
+// kills the monitor with SIGKILL as they are decided, restarts it, then
+// restarts it again under a new group so it re-reads all its input: the
+// topic holds exactly one record per violation and one per resolution.
+func TestViolationsTopicHoldsEachChangeOnce(t *testing.T) {
+	brokers := kafkatest.Kafka(t)
+	prefix := fmt.Sprintf("vtopic%d-", time.Now().UnixNano())
+	kafkatest.CreateTopics(t, brokers, 2, prefix+"payments", prefix+"ledger")
+	dir := t.TempDir()
+	ruleFile := writeRules(t, dir, prefix)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
+	writeConfig := func(group string) string {
+		cfg := filepath.Join(dir, group+".yaml")
+		err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka: {brokers: [%q], group: %s, violations_topic: %s, instance_id: vt}
+state_dir: %s
+rule_files: [%q]
+http: {listen: %q}
+`, brokers, prefix+group, prefix+"violations", filepath.Join(dir, "state"), ruleFile, httpAddr)), 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: writeConfig("first"), http: httpAddr, log: logf}
+	mon.start()
+	defer func() {
+		if t.Failed() {
+			t.Logf("monitor log:\n%s", mon.logTail())
+		}
+		mon.stop()
+	}()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(topic, value string) {
+		t.Helper()
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: prefix + topic, Key: []byte("acct-7"), Value: []byte(value)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for i := 1; i <= 5; i++ {
+		produce("payments", payment(fmt.Sprintf("pay-%d", i), start))
+	}
+	waitFor(t, 40*time.Second, func() bool { return len(mon.violations(t)) == 5 })
+	mon.kill() // decided and committed; maybe not yet published
+	mon.start()
+	produce("ledger", ledger("pay-1", time.Now()))
+	produce("ledger", ledger("pay-2", time.Now()))
+	waitFor(t, 30*time.Second, func() bool {
+		v := mon.violations(t)
+		return v["pay-1"] == "resolved" && v["pay-2"] == "resolved"
+	})
+	mon.kill()
+	// A new group starts from the beginning of every topic: all input is read
+	// again over the same state.
+	mon.cfg = writeConfig("second")
+	mon.start()
+	time.Sleep(3 * time.Second)
+	if got := mon.violations(t); len(got) != 5 {
+		t.Fatalf("after re-reading: %v", got)
+	}
+	mon.stop()
+
+	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(prefix+"violations"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	counts := map[string]int{}
+	total := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := rd.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			event := ""
+			for _, h := range r.Headers {
+				if h.Key == "invmon.event" {
+					event = string(h.Value)
+				}
+			}
+			key := event + " " + string(r.Key)
+			if strings.Contains(string(r.Value), `"key":"pay-`) {
+				counts[key]++
+				total++
+			}
+		})
+	}
+	opened, resolved := 0, 0
+	for k, n := range counts {
+		if n != 1 {
+			t.Errorf("%s published %d times", k, n)
+		}
+		if strings.HasPrefix(k, "opened ") {
+			opened++
+		} else if strings.HasPrefix(k, "resolved ") {
+			resolved++
+		}
+	}
+	if opened != 5 || resolved != 2 || total != 7 {
+		t.Fatalf("violations topic: %d opened, %d resolved, %d records (%v); want 5, 2, 7", opened, resolved, total, counts)
+	}
+}
