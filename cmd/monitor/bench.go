@@ -20,6 +20,7 @@ func benchCmd() *cobra.Command {
 		brokers    []string
 		events     int
 		partitions int32
+		restore    int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -66,6 +67,14 @@ func benchCmd() *cobra.Command {
 			fmt.Printf("monitor end-to-end rate:     %.0f events/s\n", monRate)
 			fmt.Printf("monitor / raw:               %.1f%%\n", 100*monRate/rawRate)
 			fmt.Printf("monitor peak RSS:            %.0f MiB\n", float64(rss)/(1<<20))
+			if restore > 0 {
+				fmt.Fprintf(os.Stderr, "bench: logging %d state entries to a changelog partition and restoring them ...\n", restore)
+				took, err := bench.Restore(ctx, brokers, prefix, restore)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("restore %d state entries:  %.1f s (%.0f entries/s)\n", restore, took.Seconds(), float64(restore)/took.Seconds())
+			}
 			return nil
 		},
 	}
@@ -73,6 +82,7 @@ func benchCmd() *cobra.Command {
 	f.StringSliceVar(&brokers, "brokers", nil, "seed brokers of the Kafka cluster to measure on")
 	f.IntVar(&events, "events", 2_000_000, "events to produce and consume")
 	f.Int32Var(&partitions, "partitions", 4, "partitions per topic")
+	f.IntVar(&restore, "restore-entries", 1_000_000, "also time restoring a partition of this many state entries from the changelog (0 skips)")
 	_ = cmd.MarkFlagRequired("brokers")
 	return cmd
 }

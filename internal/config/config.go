@@ -36,6 +36,10 @@ type Kafka struct {
 	ClientID string `yaml:"client_id"`
 	// DLQTopic receives poison records. Default "<group>.dlq".
 	DLQTopic string `yaml:"dlq_topic"`
+	// Changelog appends every state write to the compacted topic
+	// "<group>.changelog", so that a member that gains a partition (after a
+	// rebalance, or on a new machine) restores its state. Default true.
+	Changelog bool `yaml:"changelog"`
 	// ViolationsTopic, when set, receives every violation and resolution
 	// exactly once (keyed by violation id), for downstream repair workflows.
 	// Default none.
@@ -92,7 +96,7 @@ type Alertmanager struct {
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:        Kafka{Group: "invmon", ClientID: "invmon"},
+		Kafka:        Kafka{Group: "invmon", ClientID: "invmon", Changelog: true},
 		StateDir:     "./invmon-state",
 		HTTP:         HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080"},
 		Alertmanager: Alertmanager{ResendInterval: time.Minute},

@@ -41,6 +41,10 @@ type Config struct {
 	DLQTopic string
 	// InstanceID enables static group membership when set. Default none.
 	InstanceID string
+	// Changelog appends every state write to "<group>.changelog" so a member
+	// that gains a partition restores its state from there. Default off;
+	// monitor enables it unless configured otherwise.
+	Changelog bool
 	// MaxPollRecords bounds one batch: the unit of state writes and commits.
 	// Larger batches amortize the synced Badger commit. Default 50000.
 	MaxPollRecords int
@@ -107,6 +111,9 @@ type Consumer struct {
 	starts   map[string]map[int32]int64
 	endsAt   time.Time
 
+	restoring prometheus.Gauge
+	restored  prometheus.Counter
+
 	ready    atomic.Bool
 	records  atomic.Int64
 	dlqCount atomic.Int64
@@ -148,6 +155,12 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "invmon_consumer_lag_records", Help: "Records between the monitor's position and the high-water mark, per topic and partition.",
 		}, []string{"topic", "partition"}),
+		restoring: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "invmon_restoring_partitions", Help: "Partitions being restored from the changelog; the monitor is not ready meanwhile.",
+		}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invmon_restored_records_total", Help: "Changelog records read to restore partitions.",
+		}),
 		dlqOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_dead_letters_total", Help: "Records sent to the dead-letter topic, per source topic and reason.",
 		}, []string{"topic", "reason"}),
@@ -164,6 +177,9 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Changelog records go to the partition of the state they log, and the
+		// dead-letter topic has one partition: every record names its own.
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.WithLogger(kzap.New(log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
 		kgo.OnPartitionsAssigned(c.onAssigned),
@@ -171,7 +187,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.OnPartitionsLost(c.onLost),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.dlqOut)
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
 	}
 	if cfg.InstanceID != "" {
@@ -217,6 +233,11 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 	for _, t := range c.topics {
 		if d, ok := details[t]; !ok || d.Err != nil {
 			c.log.Warn("input topic does not exist yet; consuming it once it does", zap.String("topic", t))
+		}
+	}
+	if c.cfg.Changelog {
+		if err := c.ensureChangelog(ctx, details); err != nil {
+			return err
 		}
 	}
 	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
@@ -376,7 +397,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	wg.Wait()
 	c.refreshOffsets(now)
 	deltas := make([]joinstate.PartitionDelta, 0, len(c.parts))
-	var dlq []*kgo.Record
+	var dlq, changelog []*kgo.Record
 	for _, p := range c.parts {
 		for _, t := range c.topics {
 			p.eng.SetCaughtUp(t, c.caughtUp(p, t))
@@ -388,6 +409,9 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}
 		deltas = append(deltas, joinstate.PartitionDelta{Partition: p.id, Delta: d, Offsets: p.batch})
 		dlq = append(dlq, p.dlq...)
+		if c.cfg.Changelog {
+			changelog = append(changelog, c.changelogRecords(p.id, d, p.batch)...)
+		}
 	}
 	if c.cfg.OnBlind != nil {
 		var blind map[string]time.Duration
@@ -407,11 +431,23 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}
 		return nil
 	}
-	// Dead letters first: once the state says a record is applied it is never
-	// read again, so its dead letter must be safe before that.
-	if len(dlq) > 0 {
-		if err := c.cl.ProduceSync(context.Background(), dlq...).FirstErr(); err != nil {
-			return fmt.Errorf("produce to dead-letter topic %q: %w", c.cfg.DLQTopic, err)
+	// Dead letters and the changelog first: once the local state says a
+	// record is applied it is never read again, so its dead letter must be
+	// safe before that, and the changelog must hold at least what the local
+	// state holds.
+	if len(dlq)+len(changelog) > 0 {
+		results := c.cl.ProduceSync(context.Background(), append(dlq, changelog...)...)
+		if err := results.FirstErr(); err != nil {
+			return fmt.Errorf("produce dead letters and changelog: %w", err)
+		}
+		ends := map[int32]int64{}
+		for _, r := range results {
+			if r.Record.Topic == c.changelogTopic() {
+				ends[r.Record.Partition] = max(ends[r.Record.Partition], r.Record.Offset+1)
+			}
+		}
+		for i := range deltas {
+			deltas[i].ChangelogEnd = ends[deltas[i].Partition]
 		}
 	}
 	if err := c.store.Commit(deltas...); err != nil {
@@ -447,6 +483,12 @@ func (c *Consumer) loadAssigned(now time.Time) error {
 		for id := range ps {
 			if c.parts[id] != nil {
 				continue
+			}
+			if c.cfg.Changelog {
+				c.ready.Store(false)
+				if err := c.restore(context.Background(), id); err != nil {
+					return fmt.Errorf("restore partition %d: %w", id, err)
+				}
 			}
 			eng, err := engine.NewPartition(id, c.rs, c.store.Snapshot(id), c.metrics, c.log, now)
 			if err != nil {
@@ -494,8 +536,9 @@ func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record
 	c.dlqCount.Add(1)
 	c.dlqOut.WithLabelValues(r.Topic, de.Reason).Inc()
 	return &kgo.Record{
-		Topic: c.cfg.DLQTopic,
-		Key:   r.Key,
+		Topic:     c.cfg.DLQTopic,
+		Partition: 0,
+		Key:       r.Key,
 		Value: r.Value,
 		Headers: []kgo.RecordHeader{
 			{Key: "invmon.error", Value: []byte(de.Error())},

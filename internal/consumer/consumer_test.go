@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -165,5 +166,45 @@ func TestCoPartitioningIsChecked(t *testing.T) {
 	err = CheckCoPartitioned(rs, details)
 	if err == nil || !strings.Contains(err.Error(), "ledger has 2, payments has 3") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestStateMovesWithThePartitionThroughTheChangelog runs one member, then a
+// second member of the same group with an empty state directory: it must
+// restore the first member's pending expectation from the changelog and
+// skip the records the first one applied.
+func TestStateMovesWithThePartitionThroughTheChangelog(t *testing.T) {
+	brokers := fakeCluster(t)
+	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce(t, brokers,
+		&kgo.Record{Topic: "payments", Partition: 1, Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)},
+		&kgo.Record{Topic: "payments", Partition: 1, Value: []byte(`{"event_id":"e2","payment_id":"p2","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:01Z"}`)},
+	)
+	cfg := Config{Brokers: brokers, Group: "moving", TickInterval: 50 * time.Millisecond, Changelog: true}
+	for i := 0; i < 2; i++ {
+		store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(context.Background(), cfg, rs, store, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, c, func(s Stats) bool { return s.CaughtUp && s.Partitions == 2 && s.Pending == 2 })
+		c.Close()
+		if off, _ := store.AppliedOffset("payments", 1); off != 1 {
+			t.Fatalf("member %d: applied offset %d, want 1", i, off)
+		}
+		if i == 1 {
+			// The group's committed offsets let the second member read
+			// nothing: its two expectations came from the changelog.
+			if got := testutil.ToFloat64(c.restored); got == 0 || c.Stats().Records != 0 {
+				t.Fatalf("second member restored %v records and read %d: want a restore and no re-read", got, c.Stats().Records)
+			}
+		}
+		store.Close()
 	}
 }

@@ -156,6 +156,9 @@ type PartitionDelta struct {
 	Partition int32
 	Delta     *engine.Delta
 	Offsets   map[string]int64
+	// ChangelogEnd, when not zero, is the changelog end offset this commit's
+	// state reflects (the delta was appended to the changelog first).
+	ChangelogEnd int64
 }
 
 // Commit writes the deltas and applied offsets of any number of partitions
@@ -217,6 +220,11 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 		}
 	}
 	for _, pd := range deltas {
+		if pd.ChangelogEnd > 0 {
+			if err := set(changelogMetaKey(pd.Partition), binary.BigEndian.AppendUint64(nil, uint64(pd.ChangelogEnd))); err != nil {
+				return fmt.Errorf("write changelog offset of partition %d: %w", pd.Partition, err)
+			}
+		}
 		for topic, off := range pd.Offsets {
 			if err := set(offsetKey(topic, pd.Partition), binary.BigEndian.AppendUint64(nil, uint64(off))); err != nil {
 				return fmt.Errorf("write applied offset %s[%d]: %w", topic, pd.Partition, err)

@@ -154,6 +154,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		ClientID:     cfg.Kafka.ClientID,
 		DLQTopic:     cfg.Kafka.DLQTopic,
 		InstanceID:   cfg.Kafka.InstanceID,
+		Changelog:    cfg.Kafka.Changelog,
 		TickInterval: opts.TickInterval,
 		Opts:         kopts,
 		Now:          opts.Now,

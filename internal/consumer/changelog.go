@@ -1,0 +1,152 @@
+package consumer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/joinstate"
+)
+
+// The changelog makes state move with its partition. Each batch's state
+// writes, and the applied offsets, are appended to a compacted topic (one
+// partition per input partition) before the batch is committed locally; a
+// member that gains a partition restores it from there unless its own copy
+// is current.
+
+func (c *Consumer) changelogTopic() string { return c.cfg.Group + ".changelog" }
+
+// ensureChangelog creates the changelog topic, compacted, with as many
+// partitions as the widest input topic.
+func (c *Consumer) ensureChangelog(ctx context.Context, details kadm.TopicDetails) error {
+	partitions := int32(1)
+	for _, t := range c.topics {
+		if d, ok := details[t]; ok && d.Err == nil {
+			partitions = max(partitions, int32(len(d.Partitions)))
+		}
+	}
+	resp, err := c.adm.CreateTopic(ctx, partitions, -1, map[string]*string{
+		"cleanup.policy": kadm.StringPtr("compact"),
+	}, c.changelogTopic())
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create changelog topic %q: %w", c.changelogTopic(), err)
+	}
+	return nil
+}
+
+// changelogRecords renders one partition's delta and applied offsets.
+func (c *Consumer) changelogRecords(p int32, d *engine.Delta, offsets map[string]int64) []*kgo.Record {
+	out := make([]*kgo.Record, 0, len(d.Ops)+len(offsets))
+	for k, op := range d.Ops {
+		r := &kgo.Record{Topic: c.changelogTopic(), Partition: p, Key: []byte(k)}
+		if !op.Delete {
+			// An empty value is a value, not a tombstone: keep it non-nil.
+			r.Value = append(make([]byte, 0, len(op.Value)), op.Value...)
+		}
+		out = append(out, r)
+	}
+	for t, off := range offsets {
+		out = append(out, &kgo.Record{
+			Topic: c.changelogTopic(), Partition: p,
+			Key:   []byte(joinstate.ChangelogKeyPrefixOffset + t),
+			Value: binary.BigEndian.AppendUint64(nil, uint64(off)),
+		})
+	}
+	return out
+}
+
+// restore rebuilds partition id from the changelog unless the local state
+// already reflects the changelog's end.
+func (c *Consumer) restore(ctx context.Context, id int32) error {
+	ends, err := c.adm.ListEndOffsets(ctx, c.changelogTopic())
+	if err != nil {
+		return fmt.Errorf("changelog end offsets: %w", err)
+	}
+	end, ok := ends.Lookup(c.changelogTopic(), id)
+	if !ok || end.Err != nil {
+		return fmt.Errorf("changelog partition %d: %v", id, end.Err)
+	}
+	local, err := c.store.ChangelogOffset(id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case end.Offset == 0:
+		return nil // nothing was ever logged: the local state is all there is
+	case local == end.Offset:
+		c.log.Info("local state is current", zap.Int32("partition", id), zap.Int64("changelog_end", end.Offset))
+		return nil
+	}
+	start := time.Now()
+	c.restoring.Inc()
+	defer c.restoring.Dec()
+	n, entries, err := Restore(ctx, c.cfg.Brokers, c.cfg.Opts, c.changelogTopic(), id, end.Offset, c.store, c.topics, func(n int) { c.restored.Add(float64(n)) })
+	if err != nil {
+		return err
+	}
+	c.log.Info("restored partition from the changelog", zap.Int32("partition", id), zap.Int("records", n),
+		zap.Int("state_entries", entries), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// Restore replaces the local state of partition with the changelog's first
+// end records of that partition. progress, when set, is told how many
+// records each fetch brought. It returns the records read and the state
+// entries written.
+func Restore(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, partition int32, end int64,
+	store *joinstate.Store, topics []string, progress func(int)) (records, entries int, err error) {
+	if err := store.WipePartition(partition, topics); err != nil {
+		return 0, 0, err
+	}
+	rd, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}),
+		kgo.FetchMaxBytes(64 << 20),
+	}, opts...)...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rd.Close()
+	rs := store.NewRestorer(partition)
+	for pos := int64(0); pos < end; {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			rs.Cancel()
+			return 0, 0, err
+		}
+		for _, fe := range fs.Errors() {
+			rs.Cancel()
+			return 0, 0, fmt.Errorf("read changelog partition %d: %w", partition, fe.Err)
+		}
+		var addErr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if addErr == nil && r.Offset < end {
+				addErr = rs.Add(r.Key, r.Value)
+				records++
+			}
+			pos = max(pos, r.Offset+1)
+		})
+		if addErr != nil {
+			rs.Cancel()
+			return 0, 0, addErr
+		}
+		if progress != nil {
+			progress(len(fs.Records()))
+		}
+	}
+	if err := rs.Finish(end); err != nil {
+		return 0, 0, err
+	}
+	return records, rs.Entries, nil
+}
