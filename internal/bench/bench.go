@@ -34,23 +34,31 @@ func Prepare(ctx context.Context, brokers []string, prefix string, events int, p
 	if _, err := adm.CreateTopics(ctx, partitions, 1, nil, payments, ledger); err != nil {
 		return "", "", 0, fmt.Errorf("create topics: %w", err)
 	}
-	// A payment yields about four events (pending, authorized, captured or
-	// canceled, and a ledger entry).
+	// A payment yields about four payments and ledger events (pending,
+	// authorized, captured or canceled, and a ledger entry).
 	ds, err := sim.Generate("friday-rollback", 7, sim.Options{Payments: events/4 + 1, Accounts: 10_000, Rate: 500})
 	if err != nil {
 		return "", "", 0, err
 	}
-	for i := range ds.Events {
-		if ds.Events[i].Topic == sim.TopicPayments {
-			ds.Events[i].Topic = payments
-		} else {
-			ds.Events[i].Topic = ledger
+	// The absence rule reads payments and ledger; the scenario's other
+	// topics are left out.
+	events = 0
+	kept := ds.Events[:0]
+	for _, e := range ds.Events {
+		switch e.Topic {
+		case sim.TopicPayments:
+			e.Topic = payments
+		case sim.TopicLedger:
+			e.Topic = ledger
+		default:
+			continue
 		}
+		kept = append(kept, e)
 	}
-	if err := sim.Produce(ctx, cl, ds.Events); err != nil {
+	if err := sim.Produce(ctx, cl, kept); err != nil {
 		return "", "", 0, err
 	}
-	return payments, ledger, len(ds.Events), nil
+	return payments, ledger, len(kept), nil
 }
 
 // RawConsume reads every record of the topics with a bare franz-go consumer

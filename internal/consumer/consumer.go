@@ -539,7 +539,7 @@ func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record
 		Topic:     c.cfg.DLQTopic,
 		Partition: 0,
 		Key:       r.Key,
-		Value: r.Value,
+		Value:     r.Value,
 		Headers: []kgo.RecordHeader{
 			{Key: "invmon.error", Value: []byte(de.Error())},
 			{Key: "invmon.reason", Value: []byte(de.Reason)},
