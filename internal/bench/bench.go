@@ -117,7 +117,7 @@ func Monitor(ctx context.Context, brokers []string, payments, ledger string, wan
 	go func() { done <- m.Run(ctx) }()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for m.Stats().Records < int64(want) {
+	for s := m.Stats(); s.Records < int64(want) || !s.Durable; s = m.Stats() {
 		select {
 		case err := <-done:
 			return 0, fmt.Errorf("monitor stopped early: %v", err)

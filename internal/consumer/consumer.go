@@ -114,7 +114,14 @@ type Consumer struct {
 	restoring prometheus.Gauge
 	restored  prometheus.Counter
 
+	// commitq feeds the committer goroutine; commits counts batches not yet
+	// durable; commitErr holds the first failure.
+	commitq   chan *batch
+	commits   sync.WaitGroup
+	commitErr atomic.Pointer[error]
+
 	ready    atomic.Bool
+	inflight atomic.Int64
 	records  atomic.Int64
 	dlqCount atomic.Int64
 }
@@ -204,6 +211,10 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		cl.Close()
 		return nil, err
 	}
+	// One batch may wait while another is being made durable: enough to
+	// overlap evaluation with the commit, and a bound on memory.
+	c.commitq = make(chan *batch, 1)
+	go c.committer()
 	return c, nil
 }
 
@@ -250,7 +261,13 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 }
 
 // Close leaves the group and closes the client. Call it after Run returns.
-func (c *Consumer) Close() { c.cl.CloseAllowingRebalance() }
+func (c *Consumer) Close() {
+	if err := c.flush(); err != nil {
+		c.log.Error("last batch not committed", zap.Error(err))
+	}
+	c.cl.CloseAllowingRebalance()
+	close(c.commitq)
+}
 
 // Ready reports whether the consumer has joined the group and loaded the
 // state of its partitions.
@@ -272,13 +289,16 @@ type Stats struct {
 	// MinWatermark is the lowest rule watermark on any owned partition: every
 	// deadline before it has been judged.
 	MinWatermark time.Time
+	// Durable is true when every batch evaluated so far is committed: what
+	// the API shows then includes everything handled.
+	Durable bool
 }
 
 // Stats returns the consumer's progress.
 func (c *Consumer) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Stats{Records: c.records.Load(), DeadLetters: c.dlqCount.Load(), CaughtUp: true, Partitions: len(c.parts)}
+	s := Stats{Records: c.records.Load(), DeadLetters: c.dlqCount.Load(), CaughtUp: true, Partitions: len(c.parts), Durable: c.inflight.Load() == 0}
 	first := true
 	for _, p := range c.parts {
 		if wm := p.eng.MinWatermark(); first || wm.Before(s.MinWatermark) {
@@ -311,7 +331,11 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, tps map[string][
 // onRevoked commits and drops the revoked partitions' engines. Every batch's
 // state is durable before the poll loop allows a rebalance.
 func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, tps map[string][]int32) {
-	// A blocking commit of what is applied, so the next owner starts after it.
+	// Everything evaluated must be durable (and in the changelog) before the
+	// next owner restores it; then a blocking commit, so it starts after it.
+	if err := c.flush(); err != nil {
+		c.log.Error("batch not committed before revoke", zap.Error(err))
+	}
 	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
 		c.log.Warn("commit offsets on revoke", zap.Error(err))
 	}
@@ -358,12 +382,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.log.Warn("fetch error", zap.String("topic", fe.Topic), zap.Int32("partition", fe.Partition), zap.Error(fe.Err))
 		}
 		err := c.process(fetches)
+		if err == nil {
+			if e := c.commitErr.Load(); e != nil {
+				err = *e
+			}
+		}
 		c.cl.AllowRebalance()
 		if err != nil {
 			return err
 		}
 		if ctx.Err() != nil {
-			return nil
+			return c.flush()
 		}
 	}
 }
@@ -431,12 +460,54 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}
 		return nil
 	}
+	for _, pd := range deltas {
+		p := c.parts[pd.Partition]
+		for t, off := range p.batch {
+			p.applied[t] = off
+		}
+		p.batch = map[string]int64{}
+		p.dlq = nil
+	}
+	// The batch is durable in the background while the next one is
+	// evaluated: the two cores then work on both. Batches are made durable
+	// one at a time, in order; the offsets to commit are taken now, before
+	// the next poll moves them.
+	c.commits.Add(1)
+	c.inflight.Add(1)
+	c.commitq <- &batch{deltas: deltas, dlq: dlq, changelog: changelog, offsets: c.cl.UncommittedOffsets()}
+	return nil
+}
+
+// batch is one poll's work on its way to durability.
+type batch struct {
+	deltas         []joinstate.PartitionDelta
+	dlq, changelog []*kgo.Record
+	offsets        map[string]map[int32]kgo.EpochOffset
+}
+
+// committer makes batches durable, in order: dead letters and changelog,
+// then the synced Badger commit, then the asynchronous Kafka commit and the
+// violations for alerting. A failure stops the consumer: the next poll
+// returns it, and nothing after the failed batch is committed.
+func (c *Consumer) committer() {
+	for b := range c.commitq {
+		if c.commitErr.Load() == nil {
+			if err := c.commit(b); err != nil {
+				c.commitErr.Store(&err)
+			}
+		}
+		c.inflight.Add(-1)
+		c.commits.Done()
+	}
+}
+
+func (c *Consumer) commit(b *batch) error {
 	// Dead letters and the changelog first: once the local state says a
 	// record is applied it is never read again, so its dead letter must be
 	// safe before that, and the changelog must hold at least what the local
 	// state holds.
-	if len(dlq)+len(changelog) > 0 {
-		results := c.cl.ProduceSync(context.Background(), append(dlq, changelog...)...)
+	if len(b.dlq)+len(b.changelog) > 0 {
+		results := c.cl.ProduceSync(context.Background(), append(b.dlq, b.changelog...)...)
 		if err := results.FirstErr(); err != nil {
 			return fmt.Errorf("produce dead letters and changelog: %w", err)
 		}
@@ -446,31 +517,35 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 				ends[r.Record.Partition] = max(ends[r.Record.Partition], r.Record.Offset+1)
 			}
 		}
-		for i := range deltas {
-			deltas[i].ChangelogEnd = ends[deltas[i].Partition]
+		for i := range b.deltas {
+			b.deltas[i].ChangelogEnd = ends[b.deltas[i].Partition]
 		}
 	}
-	if err := c.store.Commit(deltas...); err != nil {
+	if err := c.store.Commit(b.deltas...); err != nil {
 		return err
-	}
-	var changed []violation.Violation
-	for _, pd := range deltas {
-		p := c.parts[pd.Partition]
-		for t, off := range p.batch {
-			p.applied[t] = off
-		}
-		p.batch = map[string]int64{}
-		p.dlq = nil
-		changed = append(changed, pd.Delta.Changed...)
 	}
 	// The Kafka commit is asynchronous: the state already records what is
 	// applied, and records at or below that are skipped on re-read, so a
 	// commit that lags or fails costs a re-read, never correctness. Waiting
 	// for it would stall the next batch by a broker round trip.
-	c.cl.CommitOffsets(context.Background(), c.cl.UncommittedOffsets(), c.onCommitted)
+	c.cl.CommitOffsets(context.Background(), b.offsets, c.onCommitted)
 	c.ready.Store(true)
+	var changed []violation.Violation
+	for _, pd := range b.deltas {
+		changed = append(changed, pd.Delta.Changed...)
+	}
 	if c.cfg.OnCommit != nil && len(changed) > 0 {
 		c.cfg.OnCommit(changed)
+	}
+	return nil
+}
+
+// flush waits until every batch handed to the committer is durable, and
+// returns the committer's error, if any.
+func (c *Consumer) flush() error {
+	c.commits.Wait()
+	if err := c.commitErr.Load(); err != nil {
+		return *err
 	}
 	return nil
 }
@@ -635,6 +710,10 @@ func (c *Consumer) SetRules(ctx context.Context, rs *rules.RuleSet) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The engines are rebuilt from Badger: everything they did must be there.
+	if err := c.flush(); err != nil {
+		return err
+	}
 	var added []string
 	known := map[string]bool{}
 	for _, t := range c.topics {

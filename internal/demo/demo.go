@@ -317,7 +317,7 @@ func waitSettled(ctx context.Context, m *monitor.Monitor, records int64, started
 	defer t.Stop()
 	for {
 		s := m.Stats()
-		if s.Records >= records && s.CaughtUp && s.Partitions > 0 && s.MinWatermark.After(started.Add(-time.Minute)) {
+		if s.Records >= records && s.CaughtUp && s.Durable && s.Partitions > 0 && s.MinWatermark.After(started.Add(-time.Minute)) {
 			return nil
 		}
 		select {

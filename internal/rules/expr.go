@@ -12,6 +12,7 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
+	"github.com/valyala/fastjson"
 )
 
 // costLimit bounds the work one expression may do on one event, so that a rule
@@ -146,7 +147,14 @@ func (x *TimeExpr) Eval(ev *Event) (time.Time, error) {
 
 // BoolExpr is a condition over an event.
 type BoolExpr struct {
-	prog program
+	// field, literal and negate are set when the condition is just
+	// `event.<field> == "<literal>"` (or !=): the usual filter, compared
+	// straight on the JSON without running CEL, because it is evaluated for
+	// every event.
+	field   string
+	literal string
+	negate  bool
+	prog    program
 }
 
 // Source returns the expression as written.
@@ -156,6 +164,14 @@ func (x *BoolExpr) Source() string { return x.prog.source }
 func (x *BoolExpr) Eval(ev *Event) (bool, error) {
 	if x == nil {
 		return true, nil
+	}
+	if x.field != "" {
+		if v := ev.root.Get(x.field); v != nil && v.Type() == fastjson.TypeString {
+			b, _ := v.StringBytes()
+			return (string(b) == x.literal) != x.negate, nil
+		}
+		// Missing or not a string: let CEL decide, with its errors and its
+		// cross-type equality.
 	}
 	out, err := x.prog.eval(ev)
 	if err != nil {
@@ -306,11 +322,26 @@ func (c *compiler) timeExpr(s Scalar, ctx errCtx, what string) *TimeExpr {
 }
 
 func (c *compiler) boolExpr(s Scalar, ctx errCtx, what string) *BoolExpr {
-	p, _ := c.compile(c.events, s, ctx, what, cel.BoolType)
+	p, checked := c.compile(c.events, s, ctx, what, cel.BoolType)
 	if p == nil {
 		return nil
 	}
-	return &BoolExpr{prog: *p}
+	x := &BoolExpr{prog: *p}
+	if e := checked.NativeRep().Expr(); e.Kind() == ast.CallKind {
+		call := e.AsCall()
+		if fn := call.FunctionName(); (fn == "_==_" || fn == "_!=_") && len(call.Args()) == 2 {
+			a, b := call.Args()[0], call.Args()[1]
+			if eventField(a) == "" {
+				a, b = b, a
+			}
+			if f := eventField(a); f != "" && b.Kind() == ast.LiteralKind {
+				if lit, ok := b.AsLiteral().(types.String); ok {
+					x.field, x.literal, x.negate = f, string(lit), fn == "_!=_"
+				}
+			}
+		}
+	}
+	return x
 }
 
 func (c *compiler) numberExpr(s Scalar, ctx errCtx, what string) *NumberExpr {
