@@ -32,6 +32,12 @@ func main() {
 	root.AddCommand(runCmd(), demoCmd(), rulesCmd(), simulateCmd(), benchCmd(), benchMonitorCmd())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal finishes the batch in hand, commits and leaves the
+		// group; once it is caught, a second one ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := root.ExecuteContext(ctx); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"strings"
 	"fmt"
 	"testing"
 	"time"
@@ -250,6 +251,15 @@ func TestMalformedRecordsChangeNothing(t *testing.T) {
 			t.Errorf("%s: got %v", reason, err)
 		}
 	}
+	big := `{"event_id":"e1","payment_id":"p1","status":"captured","amount_cents":1,"occurred_at":"2026-11-20T09:00:00Z","account_id":"a","pad":"` + strings.Repeat("x", MaxValueBytes) + `"}`
+	if err := h.apply("payments", big); !errors.As(err, new(*DecodeError)) || err.(*DecodeError).Reason != ReasonOversized {
+		t.Errorf("oversized: got %v", err)
+	}
+	rec := &Record{Topic: "payments", Key: []byte{0xff, 0xfe}, Value: []byte(`{"event_id":"e1","payment_id":"p1","status":"captured","amount_cents":1,"occurred_at":"2026-11-20T09:00:00Z","account_id":"a"}`)}
+	if err := h.p.Apply(rec, h.now); !errors.As(err, new(*DecodeError)) || err.(*DecodeError).Reason != ReasonBadKeyBytes {
+		t.Errorf("bad key: got %v", err)
+	}
+	h.snap.Apply(h.p.TakeDelta())
 	if len(h.snap) != 0 || h.p.PendingCount() != 0 {
 		t.Fatalf("rejected records changed state: %v", h.snap)
 	}

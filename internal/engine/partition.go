@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +40,14 @@ const (
 	ReasonBadCondition = "bad_condition"
 	ReasonBadImpact    = "bad_impact"
 	ReasonBadField     = "bad_field"
+	ReasonOversized    = "oversized"
+	ReasonBadKeyBytes  = "bad_record_key"
 )
+
+// MaxValueBytes bounds a record value the engine decodes (256 KiB): a
+// business event is a few hundred bytes, and a huge one is a producer bug
+// that would cost every rule its parsing.
+const MaxValueBytes = 256 << 10
 
 // DecodeError says why a record could not be applied. The record changed no
 // state; the caller routes it to the dead-letter topic and moves on.
@@ -308,6 +316,15 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 	routes := p.routes[rec.Topic]
 	if len(routes) == 0 {
 		return nil
+	}
+	if len(rec.Value) > MaxValueBytes {
+		return p.reject(rec.Topic, &DecodeError{Reason: ReasonOversized, Err: fmt.Errorf("value of %d bytes exceeds %d", len(rec.Value), MaxValueBytes)})
+	}
+	// Keys scope partitions and reach CEL as record.key, a string: a key
+	// that is not UTF-8 was written by something that is not the domain's
+	// producer.
+	if !utf8.Valid(rec.Key) {
+		return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKeyBytes, Err: fmt.Errorf("record key is not UTF-8")})
 	}
 	ev, err := p.dec.Decode(rec.Topic, rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Timestamp)
 	if err != nil {
