@@ -122,6 +122,8 @@ type Consumer struct {
 
 	ready    atomic.Bool
 	inflight atomic.Int64
+
+	topicsCheckedAt time.Time
 	records  atomic.Int64
 	dlqCount atomic.Int64
 }
@@ -425,6 +427,9 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	}
 	wg.Wait()
 	c.refreshOffsets(now)
+	if err := c.recheckTopics(now); err != nil {
+		return err
+	}
 	deltas := make([]joinstate.PartitionDelta, 0, len(c.parts))
 	var dlq, changelog []*kgo.Record
 	for _, p := range c.parts {
@@ -731,4 +736,22 @@ func (c *Consumer) SetRules(ctx context.Context, rs *rules.RuleSet) error {
 		c.cl.AddConsumeTopics(added...)
 	}
 	return nil
+}
+
+// recheckTopics repeats the co-partitioning check every 30s: partitions
+// added to one topic at run time would silently stop its events from
+// meeting the others', so the monitor stops with the reason instead.
+func (c *Consumer) recheckTopics(now time.Time) error {
+	if now.Sub(c.topicsCheckedAt) < 30*time.Second {
+		return nil
+	}
+	c.topicsCheckedAt = now
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	details, err := c.adm.ListTopics(ctx, c.topics...)
+	if err != nil {
+		c.log.Warn("describe topics", zap.Error(err))
+		return nil
+	}
+	return CheckCoPartitioned(c.rs, details)
 }

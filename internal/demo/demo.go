@@ -44,6 +44,9 @@ type Options struct {
 	Brokers []string
 	// TopicPrefix prefixes every topic, so runs on one cluster never mix.
 	TopicPrefix string
+	// Poison, when above zero, inserts that fraction of malformed records of
+	// every kind (sim.Poison) among the payments and ledger events.
+	Poison float64
 	// HoldStall is how long a stalled producer (lagging-ledger) stays stalled
 	// after the monitor reports it blind, so that the blind alert has time to
 	// reach Alertmanager and its receivers. Default 0.
@@ -64,6 +67,11 @@ type Result struct {
 	// Delays are per rule detection delays in event time (watermark at
 	// detection minus deadline), for violations judged at a deadline.
 	Delays map[string]Delay `json:"detection_delay_event_time,omitempty"`
+	// Poisoned counts the malformed records inserted, per reason, and
+	// DeadLetters those the monitor sent to its dead-letter topic (DLQTopic).
+	Poisoned    map[string]int `json:"poisoned,omitempty"`
+	DeadLetters int64          `json:"dead_letters"`
+	DLQTopic    string         `json:"dlq_topic"`
 	// Blind lists the streams the monitor reported blind during the run, and
 	// BlindAfter those still blind at its end.
 	Blind      []string      `json:"blind,omitempty"`
@@ -114,6 +122,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	ds, err := sim.Generate(o.Scenario, o.Seed, sim.Options{Payments: o.Payments})
 	if err != nil {
 		return nil, err
+	}
+	var poisoned []sim.Poisoned
+	if o.Poison > 0 {
+		ds.Events, poisoned = sim.Poison(ds.Events, o.Poison, o.Seed)
 	}
 	for _, st := range rs.Streams {
 		st.Topic = o.TopicPrefix + st.Topic
@@ -238,6 +250,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Traps[t.Kind]++
 	}
 	res.Delays = delays(found)
+	res.DeadLetters = m.Stats().DeadLetters
+	res.DLQTopic = cfg.Kafka.Group + ".dlq"
+	if len(poisoned) > 0 {
+		res.Poisoned = map[string]int{}
+		for _, p := range poisoned {
+			res.Poisoned[p.Reason]++
+		}
+	}
 	for s := range blind {
 		res.Blind = append(res.Blind, s)
 	}
