@@ -31,6 +31,7 @@ declare -A debs=(
 	[prometheus-alertmanager]=prometheus-alertmanager
 	[kcat]=kcat
 	[docker-compose]=docker-compose
+	[promtool]=prometheus
 )
 missing=()
 for cmd in "${!debs[@]}"; do

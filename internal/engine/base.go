@@ -46,6 +46,7 @@ type ruleBase struct {
 	watermarkGauge prometheus.Gauge
 	violations     prometheus.Counter
 	resolutions    prometheus.Counter
+	delay          prometheus.Observer
 }
 
 func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
@@ -56,6 +57,7 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
 		violations:     p.metrics.Violations.WithLabelValues(r.Name),
 		resolutions:    p.metrics.Resolutions.WithLabelValues(r.Name),
+		delay:          p.metrics.DetectionDelay.WithLabelValues(r.Name),
 	}
 	for _, s := range r.Inputs() {
 		b.streams = append(b.streams, p.streams[s.Name])
@@ -184,6 +186,9 @@ func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *viol
 	}
 	b.p.violations[id] = v
 	b.violations.Inc()
+	if deadline.After(t.EventTime) && !b.wm.IsZero() {
+		b.delay.Observe(max(0, b.wm.Sub(deadline).Seconds()))
+	}
 	b.p.putViolation(v)
 	return v
 }

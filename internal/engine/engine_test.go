@@ -2,8 +2,8 @@ package engine
 
 import (
 	"errors"
-	"strings"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 

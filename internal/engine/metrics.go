@@ -20,6 +20,9 @@ type Metrics struct {
 	UniqueDuplicates *prometheus.CounterVec
 	UniqueObjective  *prometheus.GaugeVec
 	StaleEvents      *prometheus.CounterVec
+	// DetectionDelay is, per rule, how far the watermark had passed a
+	// violation's deadline when it was recorded, in event time.
+	DetectionDelay *prometheus.HistogramVec
 }
 
 // NewMetrics creates the engine metrics and registers them on reg (which may
@@ -59,8 +62,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StaleEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_stale_events_total", Help: "Transition events older than the entity's applied state, ignored.",
 		}, []string{"rule"}),
+		DetectionDelay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "invmon_detection_delay_seconds",
+			Help:    "Event time between a violation's deadline and the watermark that judged it.",
+			Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600},
+		}, []string{"rule"}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.DetectionDelay)
 		reg.MustRegister(m.EventsConsumed, m.LateEvents, m.DecodeErrors, m.Violations, m.Resolutions, m.Watermark, m.Pending,
 			m.UniqueEvents, m.UniqueDuplicates, m.UniqueObjective, m.StaleEvents)
 	}
