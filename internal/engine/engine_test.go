@@ -292,3 +292,24 @@ func TestStalledLedgerIsBlindAndHoldsVerdicts(t *testing.T) {
 	}
 	h.expect(map[string]violation.State{})
 }
+
+// An expectation loaded from state and met in the first batch after the load
+// must be deleted from state, or it would come back after the next restart.
+func TestLoadedStateRemovedInFirstBatchIsDeleted(t *testing.T) {
+	h := newHarness(t)
+	h.payment("p1", "captured", t0)
+	if h.p.PendingCount() != 1 {
+		t.Fatal("no pending expectation")
+	}
+	h.reload()
+	h.ledger("p1", t0.Add(time.Second))
+	h.reload()
+	if n := h.p.PendingCount(); n != 0 {
+		t.Fatalf("after a second reload %d expectations came back", n)
+	}
+	for k := range h.snap {
+		if strings.Contains(k, "/d/") {
+			t.Fatalf("deadline key %q still in state", k)
+		}
+	}
+}

@@ -178,6 +178,9 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		tables:     map[string]*table{},
 		violations: map[string]*violation.Violation{},
 		delta:      Delta{Ops: map[string]Op{}},
+		// Items loaded from the snapshot have generation 0: starting at 1
+		// makes removing one of them in the first batch a real delete.
+		gen: 1,
 	}
 	for name, s := range set.Streams {
 		p.streams[name] = &streamState{
