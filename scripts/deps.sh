@@ -32,6 +32,7 @@ declare -A debs=(
 	[kcat]=kcat
 	[docker-compose]=docker-compose
 	[promtool]=prometheus
+	[chromium]=chromium
 )
 missing=()
 for cmd in "${!debs[@]}"; do

@@ -30,6 +30,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), demoCmd(), rulesCmd(), simulateCmd(), benchCmd(), benchMonitorCmd())
+	root.AddCommand(replayCmd(), reportCmd())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -124,8 +124,8 @@ type Consumer struct {
 	inflight atomic.Int64
 
 	topicsCheckedAt time.Time
-	records  atomic.Int64
-	dlqCount atomic.Int64
+	records         atomic.Int64
+	dlqCount        atomic.Int64
 }
 
 // partition is one partition number of every input topic, owned by this

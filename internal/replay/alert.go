@@ -1,0 +1,82 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/invmon/invmon/internal/alert"
+	"github.com/invmon/invmon/internal/monitor"
+	"github.com/invmon/invmon/internal/report"
+)
+
+// SourceLabel is the label that sets a replay's alerts apart from the live
+// monitor's: alert identity is the label set, and without it a replay's page
+// and the live monitor's alert for the same rule would be one alert that
+// each side fires and resolves in turn.
+const SourceLabel = "invmon_source"
+
+// page sends, through the configured Alertmanagers, one alert per rule with
+// findings still open at the end of the replay, with the live monitor's
+// severity tiers and annotations plus the replay's run id, window and report.
+// Resolved findings page nobody: they are already repaired. It is a single
+// send: the alert's endsAt is now + 4 × resend_interval, after which
+// Alertmanager resolves it; the report is the lasting record. The alert
+// state lives in the replay's own database, so resuming a finished replay
+// does not page twice within the resend interval.
+func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]string, error) {
+	am := o.Config.Alertmanager
+	if len(am.URLs) == 0 {
+		return nil, errors.New("replay: --alert needs alertmanager.urls in the configuration")
+	}
+	cfg := alert.Config{URLs: am.URLs, ResendInterval: am.ResendInterval, Now: o.Now}
+	cfg.BearerToken = am.BearerToken
+	if am.Username != "" {
+		cfg.BasicAuth = &alert.BasicAuth{Username: am.Username, Password: am.Password}
+	}
+	mgr, err := alert.NewManager(cfg, r.store.DB(), nil, r.log.Named("alert"))
+	if err != nil {
+		return nil, fmt.Errorf("replay: alert manager: %w", err)
+	}
+	defer mgr.Close()
+	htmlPath, err := filepath.Abs(filepath.Join(o.ReportDir, report.HTMLFile))
+	if err != nil {
+		htmlPath = filepath.Join(o.ReportDir, report.HTMLFile)
+	}
+	specs := monitor.RuleSpecs(r.rs)
+	for i := range specs {
+		specs[i].Labels = maps.Clone(specs[i].Labels)
+		if specs[i].Labels == nil {
+			specs[i].Labels = map[string]string{}
+		}
+		specs[i].Labels[SourceLabel] = "replay"
+		specs[i].Annotations = maps.Clone(specs[i].Annotations)
+		if specs[i].Annotations == nil {
+			specs[i].Annotations = map[string]string{}
+		}
+		specs[i].Annotations["replay_run"] = rep.Run.ID
+		specs[i].Annotations["replay_window"] = rep.Window.From.Format(time.RFC3339) + " to " + rep.Window.To.Format(time.RFC3339)
+		specs[i].Annotations["replay_report"] = htmlPath
+	}
+	if err := mgr.SetRules(specs); err != nil {
+		return nil, fmt.Errorf("replay: alert rules: %w", err)
+	}
+	mgr.Seed(r.open)
+	if err := mgr.Tick(ctx); err != nil {
+		return nil, fmt.Errorf("replay: page: %w", err)
+	}
+	paged := map[string]bool{}
+	for _, v := range r.open {
+		paged[v.Rule] = true
+	}
+	out := make([]string, 0, len(paged))
+	for name := range paged {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out, nil
+}

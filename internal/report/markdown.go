@@ -1,0 +1,140 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Markdown writes the report as Markdown, for a ticket or an incident
+// document: the same content as report.html without the chart.
+func Markdown(w io.Writer, r *Report) error {
+	p := &mdWriter{w: w}
+	p.f("# invmon replay %s: %s\n\n", r.Run.ID, strings.ToUpper(r.Verdict))
+	p.f("Window **%s** to **%s** (triggers in `[from, to)`), rules version `%s`.\n\n", ts(r.Window.From), ts(r.Window.To), r.RuleSetVersion)
+	until := "the partitions' end offsets at " + ts(r.Run.PlannedAt)
+	if r.Window.Until != nil {
+		until = ts(*r.Window.Until)
+	}
+	p.f("Inputs read from %s (lead-in %s) up to %s; horizon %s; final event-time clock %s.\n\n",
+		ts(r.Window.ReadFrom), r.Window.LeadIn, until, r.Window.Horizon, ts(r.Window.FinalClock))
+
+	p.f("## Verdict per rule\n\n")
+	p.f("| rule | kind | version | verdict | checked | violating | open | resolved | open impact | customers | judged through | reasons |\n")
+	p.f("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
+	for _, rule := range r.Rules {
+		p.f("| %s | %s | `%s` | **%s** | %d | %d | %d | %d | %s | %d | %s | %s |\n", md(rule.Name), rule.Kind, rule.Version, rule.Verdict,
+			rule.EntitiesChecked, rule.EntitiesViolating, rule.Open, rule.Resolved, money(rule.OpenImpact, rule.ImpactUnit),
+			rule.Customers, ts(rule.JudgedThrough), md(strings.Join(rule.Reasons, "; ")))
+	}
+
+	p.f("\n## Coverage\n\n")
+	p.f("| topic | partition | role | planned | log start | read | position | covered | lag at end | problem |\n")
+	p.f("|---|---:|---|---|---:|---:|---:|---|---:|---|\n")
+	for _, c := range r.Coverage {
+		p.f("| %s | %d | %s | %d–%d | %d | %d | %d | %s | %d | %s |\n", md(c.Topic), c.Partition, c.Role, c.PlannedStart, c.PlannedEnd,
+			c.LogStart, c.RecordsRead, c.Position, yesNo(c.Covered), c.Lag, md(c.Problem))
+	}
+
+	p.f("\n## Watermarks at the end\n\n| rule | partition | watermark |\n|---|---:|---|\n")
+	for _, wm := range r.Watermarks {
+		p.f("| %s | %d | %s |\n", md(wm.Rule), wm.Partition, ts(wm.Watermark))
+	}
+
+	p.f("\n## Affected customers\n\n")
+	if len(r.Customers) == 0 {
+		p.f("None.\n")
+	} else {
+		p.f("| customer | findings | open | open impact | total impact | rules |\n|---|---:|---:|---:|---:|---|\n")
+		for _, c := range r.Customers {
+			p.f("| %s | %d | %d | %s | %s | %s |\n", md(c.Customer), c.Findings, c.Open, num(c.OpenImpact), num(c.TotalImpact), md(strings.Join(c.Rules, ", ")))
+		}
+	}
+
+	p.f("\n## Findings\n\n")
+	if len(r.Findings) == 0 {
+		p.f("None.\n")
+	} else {
+		p.f("| event time | rule | key | state | impact | customer | source | deadline | detected | resolved | detail | id |\n")
+		p.f("|---|---|---|---|---:|---|---|---|---|---|---|---|\n")
+		for _, f := range r.Findings {
+			resolved := ""
+			if f.ResolvedAt != nil {
+				resolved = ts(*f.ResolvedAt)
+			}
+			p.f("| %s | %s | %s | %s | %s | %s | %s[%d]@%d | %s | %s | %s | %s | `%s` |\n", ts(f.EventTime), md(f.Rule), md(f.Key), f.State,
+				num(f.Impact), md(f.Customer), md(f.Source.Topic), f.Source.Partition, f.Source.Offset, ts(f.Deadline), ts(f.DetectedAt),
+				resolved, md(f.Detail), f.ID)
+		}
+	}
+	if o := r.OutsideWindow; o.BeforeWindow+o.AfterWindow > 0 {
+		p.f("\n%d violations were recorded for triggers before the window and %d after it; they are not findings.\n", o.BeforeWindow, o.AfterWindow)
+	}
+
+	if len(r.DeadLetters) > 0 {
+		p.f("\n## Records that could not be evaluated\n\n| topic | partition | reason | count | first offsets |\n|---|---:|---|---:|---|\n")
+		for _, d := range r.DeadLetters {
+			var offs []string
+			for _, e := range d.Examples {
+				offs = append(offs, strconv.FormatInt(e.Offset, 10))
+			}
+			p.f("| %s | %d | %s | %d | %s |\n", md(d.Topic), d.Partition, d.Reason, d.Count, strings.Join(offs, ", "))
+		}
+	}
+
+	p.f("\n## What was judged\n\n")
+	for _, n := range r.Notes {
+		p.f("- %s\n", n)
+	}
+	p.f("\n---\nRun %s, planned %s, finished %s, resumed %d times; %d records read in %.1fs (%.0f records/s, limit %s).\n",
+		r.Run.ID, ts(r.Run.PlannedAt), ts(r.Run.FinishedAt), r.Run.Resumes, r.Run.RecordsThisRun, r.Run.ReadSeconds, r.Run.RecordsPerSecond, limit(r.Run.RateLimit))
+	return p.err
+}
+
+type mdWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (p *mdWriter) f(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, args...)
+	}
+}
+
+// md escapes what would break a Markdown table cell.
+func md(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ", "`", "'").Replace(s)
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func num(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
+
+func money(f float64, unit string) string {
+	if unit == "" {
+		return num(f)
+	}
+	return num(f) + " " + unit
+}
+
+func limit(rate float64) string {
+	if rate <= 0 {
+		return "none"
+	}
+	return strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
+}
