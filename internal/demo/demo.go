@@ -47,6 +47,16 @@ type Options struct {
 	// Poison, when above zero, inserts that fraction of malformed records of
 	// every kind (sim.Poison) among the payments and ledger events.
 	Poison float64
+	// Live produces the scenario as it happens: event times start now and
+	// each event is produced when its time comes, so detection delays can be
+	// measured in wall time too. The run then lasts as long as the scenario.
+	Live bool
+	// LiveFor, in a live run, drops the events later than this after the
+	// start, so the run ends; the truth no longer holds then, and the run
+	// measures detection delays only. Default: keep everything.
+	LiveFor time.Duration
+	// Rate is the scenario's payments per second. Default the simulator's.
+	Rate float64
 	// HoldStall is how long a stalled producer (lagging-ledger) stays stalled
 	// after the monitor reports it blind, so that the blind alert has time to
 	// reach Alertmanager and its receivers. Default 0.
@@ -67,6 +77,9 @@ type Result struct {
 	// Delays are per rule detection delays in event time (watermark at
 	// detection minus deadline), for violations judged at a deadline.
 	Delays map[string]Delay `json:"detection_delay_event_time,omitempty"`
+	// WallDelays are, in a live run, per rule detection delays in wall time
+	// (detected_at minus the deadline, event time being wall time there).
+	WallDelays map[string]Delay `json:"detection_delay_wall_time,omitempty"`
 	// Poisoned counts the malformed records inserted, per reason, and
 	// DeadLetters those the monitor sent to its dead-letter topic (DLQTopic).
 	Poisoned    map[string]int `json:"poisoned,omitempty"`
@@ -119,9 +132,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("example rules: %w", err)
 	}
-	ds, err := sim.Generate(o.Scenario, o.Seed, sim.Options{Payments: o.Payments})
+	simOpts := sim.Options{Payments: o.Payments, Rate: o.Rate}
+	if o.Live {
+		// The traffic starts a moment ahead, so the first events are not
+		// already late when they are produced.
+		simOpts.Start = time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	}
+	ds, err := sim.Generate(o.Scenario, o.Seed, simOpts)
 	if err != nil {
 		return nil, err
+	}
+	if o.Live && o.LiveFor > 0 {
+		end := simOpts.Start.Add(o.LiveFor)
+		kept := ds.Events[:0]
+		for _, e := range ds.Events {
+			if e.Time.Before(end) {
+				kept = append(kept, e)
+			}
+		}
+		ds.Events = kept
 	}
 	var poisoned []sim.Poisoned
 	if o.Poison > 0 {
@@ -190,7 +219,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	phases := ds.Phases()
 	produced := 0
 	for i, phase := range phases {
-		if err := sim.Produce(ctx, producer, phase); err != nil {
+		produce := sim.Produce
+		if o.Live {
+			produce = sim.ProduceLive
+		}
+		if err := produce(ctx, producer, phase); err != nil {
 			return fail(err)
 		}
 		produced += len(phase)
@@ -222,7 +255,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	progress("monitor running; waiting until every input is read and every deadline has passed")
-	if err := waitSettled(ctx, m, int64(len(ds.Events)), time.Now()); err != nil {
+	// Backlog: the data lies in the past, so once the inputs are idle the
+	// watermarks follow the clock past every deadline. Live: wait for the
+	// watermark to pass the last event by the rules' 30s windows.
+	target := time.Now().Add(-time.Minute)
+	if o.Live && len(ds.Events) > 0 {
+		target = ds.Events[len(ds.Events)-1].Time.Add(40 * time.Second)
+	}
+	if err := waitSettled(ctx, m, int64(len(ds.Events)), target); err != nil {
 		return fail(err)
 	}
 	if len(o.AlertmanagerURLs) > 0 {
@@ -249,7 +289,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	for _, t := range ds.Truth.Traps {
 		res.Traps[t.Kind]++
 	}
-	res.Delays = delays(found)
+	res.Delays = delays(found, func(v violation.Violation) time.Duration { return v.Watermark.Sub(v.Deadline) })
+	if o.Live {
+		res.WallDelays = delays(found, func(v violation.Violation) time.Duration { return v.DetectedAt.Sub(v.Deadline) })
+	}
 	res.DeadLetters = m.Stats().DeadLetters
 	res.DLQTopic = cfg.Kafka.Group + ".dlq"
 	if len(poisoned) > 0 {
@@ -313,11 +356,11 @@ func fetchViolations(ctx context.Context, addr string) ([]violation.Violation, e
 
 // delays computes per rule the event-time detection delay percentiles of
 // violations judged at a deadline after their trigger (absence, state).
-func delays(vs []violation.Violation) map[string]Delay {
+func delays(vs []violation.Violation, delay func(violation.Violation) time.Duration) map[string]Delay {
 	per := map[string][]time.Duration{}
 	for _, v := range vs {
 		if v.Deadline.After(v.EventTime) {
-			per[v.Rule] = append(per[v.Rule], v.Watermark.Sub(v.Deadline))
+			per[v.Rule] = append(per[v.Rule], delay(v))
 		}
 	}
 	out := map[string]Delay{}
@@ -328,16 +371,14 @@ func delays(vs []violation.Violation) map[string]Delay {
 	return out
 }
 
-// waitSettled waits until every produced record has been handled and every
-// rule's watermark has caught up with the clock (the simulated traffic is in
-// the past, so once the inputs are idle the watermarks follow the clock):
-// then every deadline in the data has been judged.
-func waitSettled(ctx context.Context, m *monitor.Monitor, records int64, started time.Time) error {
+// waitSettled waits until every produced record has been handled, durably,
+// and every rule's watermark has passed watermark.
+func waitSettled(ctx context.Context, m *monitor.Monitor, records int64, watermark time.Time) error {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		s := m.Stats()
-		if s.Records >= records && s.CaughtUp && s.Durable && s.Partitions > 0 && s.MinWatermark.After(started.Add(-time.Minute)) {
+		if s.Records >= records && s.CaughtUp && s.Durable && s.Partitions > 0 && s.MinWatermark.After(watermark) {
 			return nil
 		}
 		select {

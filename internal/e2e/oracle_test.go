@@ -82,3 +82,27 @@ func TestOracleOnRealBroker(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveDetectionDelay produces an incident as it happens (event time is
+// wall time) on the real broker and reports, per rule, how long after a
+// deadline the violation was recorded, in wall time and in event time. It
+// measures; it asserts only that violations were judged at a deadline.
+func TestLiveDetectionDelay(t *testing.T) {
+	brokers := kafkatest.Kafka(t)
+	res, err := demo.Run(context.Background(), demo.Options{
+		Scenario: "friday-rollback", Seed: 6, Payments: 800, Rate: 40, Partitions: 4,
+		Live: true, LiveFor: 25 * time.Second,
+		Brokers: kafkatest.Seeds(brokers), TopicPrefix: fmt.Sprintf("live%d-", time.Now().UnixNano()),
+		Timeout: 3 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.WallDelays) == 0 {
+		t.Fatal("no violation was judged at a deadline")
+	}
+	for rule, d := range res.WallDelays {
+		e := res.Delays[rule]
+		t.Logf("%-42s n=%3d  wall time p50 %.2fs p99 %.2fs   event time p50 %.2fs p99 %.2fs", rule, d.N, d.P50Seconds, d.P99Seconds, e.P50Seconds, e.P99Seconds)
+	}
+}

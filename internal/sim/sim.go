@@ -395,3 +395,31 @@ func Produce(ctx context.Context, cl *kgo.Client, events []Event) error {
 		return nil
 	}
 }
+
+// ProduceLive writes the events as a live system would: each one when the
+// wall clock reaches its event time (events already due go at once), so a
+// monitor reading them sees event time and wall time agree. It returns when
+// the last one is acknowledged.
+func ProduceLive(ctx context.Context, cl *kgo.Client, events []Event) error {
+	const tick = 20 * time.Millisecond
+	for len(events) > 0 {
+		now := time.Now()
+		n := 0
+		for n < len(events) && !events[n].Time.After(now) {
+			n++
+		}
+		if n > 0 {
+			if err := Produce(ctx, cl, events[:n]); err != nil {
+				return err
+			}
+			events = events[n:]
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(tick, time.Until(events[0].Time))):
+		}
+	}
+	return nil
+}
