@@ -255,7 +255,9 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 	}
 	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
 		resp, err := c.adm.CreateTopic(ctx, 1, -1, nil, c.cfg.DLQTopic)
-		if err != nil || (resp.Err != nil && !isTopicExists(resp.Err)) {
+		// Members of a new group start together and race to create it:
+		// losing the race is success.
+		if (err != nil && !isTopicExists(err)) || (resp.Err != nil && !isTopicExists(resp.Err)) {
 			return fmt.Errorf("create dead-letter topic %q: %w", c.cfg.DLQTopic, errors.Join(err, resp.Err))
 		}
 	}
