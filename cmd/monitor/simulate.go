@@ -19,12 +19,34 @@ func simulateCmd() *cobra.Command {
 		seed     uint64
 		payments int
 		truth    string
+		start    string
+		live     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate",
 		Short: "Produce a scenario's events to a Kafka cluster and write its ground truth as JSON",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ds, err := sim.Generate(scenario, seed, sim.Options{Payments: payments})
+			opts := sim.Options{Payments: payments}
+			switch {
+			case start != "":
+				t, err := time.Parse(time.RFC3339, start)
+				if err != nil {
+					return fmt.Errorf("--start: %w", err)
+				}
+				opts.Start = t
+			case live:
+				opts.Start = time.Now().Add(2 * time.Second)
+			default:
+				// The incident just happened: it ends about now, so the events
+				// are neither in the future nor old enough for retention.
+				probe, err := sim.Generate(scenario, seed, sim.Options{Payments: payments, Start: time.Unix(0, 0)})
+				if err != nil {
+					return err
+				}
+				span := probe.Events[len(probe.Events)-1].Time.Sub(time.Unix(0, 0))
+				opts.Start = time.Now().Add(-span).Truncate(time.Second)
+			}
+			ds, err := sim.Generate(scenario, seed, opts)
 			if err != nil {
 				return err
 			}
@@ -33,7 +55,12 @@ func simulateCmd() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			if err := sim.Produce(cmd.Context(), cl, ds.Events); err != nil {
+			produce := sim.Produce
+			if live {
+				produce = sim.ProduceLive
+				fmt.Fprintf(os.Stderr, "producing %d events as they happen, until %s\n", len(ds.Events), ds.Events[len(ds.Events)-1].Time.Format(time.RFC3339))
+			}
+			if err := produce(cmd.Context(), cl, ds.Events); err != nil {
 				return err
 			}
 			if truth != "" {
@@ -52,9 +79,11 @@ func simulateCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&brokers, "brokers", []string{"localhost:9092"}, "seed brokers")
-	f.StringVar(&scenario, "scenario", "friday-rollback", "scenario: friday-rollback or clean")
+	f.StringVar(&scenario, "scenario", "friday-rollback", "scenario: friday-rollback, clean or lagging-ledger")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	f.IntVar(&payments, "payments", 5000, "simulated payments")
 	f.StringVar(&truth, "truth", "", "write the ground truth to this JSON file")
+	f.StringVar(&start, "start", "", "event time of the first event, RFC 3339 (default: so that the incident ends now)")
+	f.BoolVar(&live, "live", false, "start now and produce each event when its time comes")
 	return cmd
 }
