@@ -66,13 +66,6 @@ func printDemo(res *demo.Result) {
 	for _, k := range traps {
 		fmt.Printf("  %-28s %d\n", k, res.Traps[k])
 	}
-	fmt.Println("\nDetection delay in event time (the rule's watermark at detection minus the deadline; the")
-	fmt.Println("simulated traffic lies in the past, so once it is read the idle watermark jumps to the clock):")
-	for _, n := range names {
-		if d, ok := res.Delays[n]; ok {
-			fmt.Printf("  %-44s p50 %10.1fs  p99 %10.1fs  (n=%d)\n", n, d.P50Seconds, d.P99Seconds, d.N)
-		}
-	}
 	if len(res.Blind) > 0 {
 		fmt.Printf("\nStreams reported blind (InvariantMonitorBlind) while they lagged: %v; still blind at the end: %v\n", res.Blind, res.BlindAfter)
 	}
