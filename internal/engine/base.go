@@ -74,11 +74,22 @@ func (b *ruleBase) base() *ruleBase { return b }
 // or the clock minus the largest lateness when every input is caught up and
 // idle. It never moves backwards.
 func (b *ruleBase) computeWatermark(now time.Time) time.Time {
-	var wm time.Time
+	var wm, newest time.Time
 	allIdle := true
 	var lateness time.Duration
+	for _, st := range b.streams {
+		if st.maxEventTime.After(newest) {
+			newest = st.maxEventTime
+		}
+	}
 	for i, st := range b.streams {
 		w := st.watermark()
+		// A lagging input holds verdicts at most max_hold behind the newest.
+		if st.s.MaxHold > 0 && !newest.IsZero() {
+			if floor := newest.Add(-st.s.AllowedLateness - st.s.MaxHold); floor.After(w) {
+				w = floor
+			}
+		}
 		if i == 0 || w.Before(wm) {
 			wm = w
 		}
@@ -183,6 +194,7 @@ func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *viol
 		ID: id, Rule: b.rule.Name, RuleVersion: b.rule.Version, Key: t.Key, State: violation.Open,
 		Impact: t.Impact, Customer: t.Customer, TriggerEventID: t.EventID, EventTime: t.EventTime,
 		Deadline: deadline, DetectedAt: now, Watermark: b.wm, Source: t.Source, Detail: detail,
+		DecidedWhileBlind: len(b.blind()) > 0,
 	}
 	b.p.violations[id] = v
 	b.violations.Inc()

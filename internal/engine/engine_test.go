@@ -313,3 +313,21 @@ func TestLoadedStateRemovedInFirstBatchIsDeleted(t *testing.T) {
 		}
 	}
 }
+
+// With max_hold, verdicts held for a stalled input are released once it
+// lags beyond the hold, and marked as decided while blind.
+func TestMaxHoldReleasesVerdictsMarkedBlind(t *testing.T) {
+	h := newHarness(t)
+	h.rs.Streams["ledger"].MaxHold = 3 * time.Minute
+	h.reload()
+	h.ledger("x", t0)
+	h.payment("p1", "captured", t0)
+	for i := 10; i <= 600; i += 10 {
+		h.payment(fmt.Sprintf("a%d", i), "authorized", t0.Add(time.Duration(i)*time.Second))
+	}
+	h.advance(time.Second)
+	h.expect(map[string]violation.State{"p1": violation.Open})
+	if v := h.p.Violations()[0]; !v.DecidedWhileBlind {
+		t.Fatalf("violation not marked as decided while blind: %+v", v)
+	}
+}

@@ -49,6 +49,7 @@ type streamSpec struct {
 	AllowedLateness Scalar `yaml:"allowed_lateness"`
 	IdleAfter       Scalar `yaml:"idle_after"`
 	MaxLag          Scalar `yaml:"max_lag"`
+	MaxHold         Scalar `yaml:"max_hold"`
 
 	line, column int
 	raw          *yaml.Node

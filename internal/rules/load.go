@@ -69,6 +69,11 @@ type Stream struct {
 	// MaxLag is how far an input may fall behind before the monitor says it is
 	// blind rather than guess; 0 disables the check.
 	MaxLag time.Duration
+	// MaxHold bounds how long verdicts wait for this input when it lags:
+	// beyond it, the rule's watermark moves on as if the input were MaxHold
+	// behind the newest one, and what is decided meanwhile is marked as
+	// decided while blind. 0 (the default) holds until the input catches up.
+	MaxHold time.Duration
 
 	spec *streamSpec
 	pos  Pos
@@ -402,6 +407,7 @@ func (l *loader) stream(c *compiler, name string, s *streamSpec) {
 	st.AllowedLateness = l.duration(c, s.AllowedLateness, ctx, "allowed_lateness", DefaultAllowedLateness)
 	st.IdleAfter = l.duration(c, s.IdleAfter, ctx, "idle_after", DefaultIdleAfter)
 	st.MaxLag = l.duration(c, s.MaxLag, ctx, "max_lag", 0)
+	st.MaxHold = l.duration(c, s.MaxHold, ctx, "max_hold", 0)
 	l.set.Streams[name] = st
 	l.streamNodes[name] = s.raw
 }

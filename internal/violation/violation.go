@@ -57,6 +57,10 @@ type Violation struct {
 	ResolvedByEventTime *time.Time `json:"resolved_by_event_time,omitempty"`
 	// Source is the triggering record.
 	Source Source `json:"source"`
+	// DecidedWhileBlind is true when an input of the rule lagged beyond its
+	// max_lag when this was decided, and the verdict was released by its
+	// max_hold rather than by the input catching up: treat it with doubt.
+	DecidedWhileBlind bool `json:"decided_while_blind,omitempty"`
 	// Detail says what was wrong in the rule's terms, when the kind has more
 	// to say than its name (for example "captured -> pending").
 	Detail string `json:"detail,omitempty"`
