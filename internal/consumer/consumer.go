@@ -41,6 +41,10 @@ type Config struct {
 	DLQTopic string
 	// InstanceID enables static group membership when set. Default none.
 	InstanceID string
+	// Feed writes every violation change to "<group>.violations-state" so
+	// that every member pages with the whole group's violations (see
+	// FollowFeed). Default off; monitor enables it with the changelog.
+	Feed bool
 	// Changelog appends every state write to "<group>.changelog" so a member
 	// that gains a partition restores its state from there. Default off;
 	// monitor enables it unless configured otherwise.
@@ -113,6 +117,7 @@ type Consumer struct {
 
 	restoring prometheus.Gauge
 	restored  prometheus.Counter
+	owned     prometheus.Gauge
 
 	// commitq feeds the committer goroutine; commits counts batches not yet
 	// durable; commitErr holds the first failure.
@@ -170,6 +175,9 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		restored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "invmon_restored_records_total", Help: "Changelog records read to restore partitions.",
 		}),
+		owned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "invmon_owned_partitions", Help: "Partition numbers this member owns and evaluates.",
+		}),
 		dlqOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_dead_letters_total", Help: "Records sent to the dead-letter topic, per source topic and reason.",
 		}, []string{"topic", "reason"}),
@@ -196,7 +204,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.OnPartitionsLost(c.onLost),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored)
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
 	}
 	if cfg.InstanceID != "" {
@@ -250,6 +258,11 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 	}
 	if c.cfg.Changelog {
 		if err := c.ensureChangelog(ctx, details); err != nil {
+			return err
+		}
+	}
+	if c.cfg.Feed {
+		if err := c.ensureFeed(ctx); err != nil {
 			return err
 		}
 	}
@@ -429,6 +442,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	}
 	wg.Wait()
 	c.refreshOffsets(now)
+	c.owned.Set(float64(len(c.parts)))
 	if err := c.recheckTopics(now); err != nil {
 		return err
 	}
@@ -513,8 +527,20 @@ func (c *Consumer) commit(b *batch) error {
 	// record is applied it is never read again, so its dead letter must be
 	// safe before that, and the changelog must hold at least what the local
 	// state holds.
-	if len(b.dlq)+len(b.changelog) > 0 {
-		results := c.cl.ProduceSync(context.Background(), append(b.dlq, b.changelog...)...)
+	out := append(b.dlq, b.changelog...)
+	if c.cfg.Feed {
+		var changed []violation.Violation
+		for _, pd := range b.deltas {
+			changed = append(changed, pd.Delta.Changed...)
+		}
+		feed, err := c.feedRecords(changed)
+		if err != nil {
+			return err
+		}
+		out = append(out, feed...)
+	}
+	if len(out) > 0 {
+		results := c.cl.ProduceSync(context.Background(), out...)
 		if err := results.FirstErr(); err != nil {
 			return fmt.Errorf("produce dead letters and changelog: %w", err)
 		}

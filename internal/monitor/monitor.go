@@ -155,11 +155,12 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		DLQTopic:     cfg.Kafka.DLQTopic,
 		InstanceID:   cfg.Kafka.InstanceID,
 		Changelog:    cfg.Kafka.Changelog,
+		Feed:         cfg.Kafka.Changelog,
 		TickInterval: opts.TickInterval,
 		Opts:         kopts,
 		Now:          opts.Now,
 		Registerer:   m.reg,
-		OnCommit:     func(vs []violation.Violation) { m.alerts.Observe(vs...) },
+		OnCommit:     m.onCommit,
 		OnBlind:      m.onBlind,
 	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
 	if err != nil {
@@ -259,6 +260,18 @@ func (m *Monitor) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { m.store.RunGC(ctx, 5*time.Minute); return nil })
+	if m.opts.Config.Kafka.Changelog {
+		// With the changelog, partitions may be spread over several members:
+		// alerts follow the whole group's violations from the feed.
+		kopts, err := kafkaOpts(m.opts.Config.Kafka)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			return consumer.FollowFeed(ctx, m.opts.Config.Kafka.Brokers, kopts, m.opts.Config.Kafka.Group, m.log.Named("feed"),
+				func(v violation.Violation) { m.alerts.Observe(v) })
+		})
+	}
 	if m.outbox != nil {
 		g.Go(func() error { return m.outbox.Run(ctx) })
 	}
@@ -388,4 +401,12 @@ func (m *Monitor) BlindStreams() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// onCommit passes a durable batch's violation changes to alerting, unless
+// alerting follows the group's violation feed instead.
+func (m *Monitor) onCommit(vs []violation.Violation) {
+	if !m.opts.Config.Kafka.Changelog {
+		m.alerts.Observe(vs...)
+	}
 }
