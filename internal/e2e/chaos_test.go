@@ -60,6 +60,38 @@ var exampleRules = []string{
 // `monitor run` processes in one group on a friday-rollback workload, a random
 // one SIGKILLed and restarted every two to three seconds, a fourth member
 // added and removed meanwhile; at the end the violations equal the truth.
+func alertmanagerConfig() string {
+	if chaosAlertmanager == "" {
+		return ""
+	}
+	return fmt.Sprintf("alertmanager: {urls: [%q], resend_interval: 2s}\n", chaosAlertmanager)
+}
+
+// checkOneFiringPerIncident requires every alert to have been notified
+// firing once per incident: never twice without a resolution in between.
+func checkOneFiringPerIncident(t *testing.T, hook *kafkatest.WebhookReceiver) {
+	t.Helper()
+	firing := map[string]bool{}
+	pages := 0
+	for _, a := range hook.Alerts() {
+		id := a.Fingerprint + " " + a.Labels["alertname"] + "/" + a.Labels["severity"]
+		switch a.Status {
+		case "firing":
+			if firing[id] {
+				t.Errorf("alert %s notified firing twice in one incident", id)
+			}
+			firing[id] = true
+			pages++
+		case "resolved":
+			firing[id] = false
+		}
+	}
+	if pages == 0 {
+		t.Error("no alert reached Alertmanager")
+	}
+	t.Logf("chaos: %d firing notifications at Alertmanager, each once per incident", pages)
+}
+
 func TestChaosGroupMatchesGroundTruth(t *testing.T) {
 	const (
 		partitions = 6
@@ -79,6 +111,9 @@ func TestChaosGroupMatchesGroundTruth(t *testing.T) {
 	bin := buildMonitor(t)
 	tl := newTimeline(t)
 	defer tl.dump()
+	hook := kafkatest.NewWebhookReceiver(t)
+	chaosAlertmanager = kafkatest.StartAlertmanager(t, hook.URL()).URL()
+	defer func() { chaosAlertmanager = "" }()
 
 	var static []*groupMember
 	for i := range 3 {
@@ -229,6 +264,7 @@ func TestChaosGroupMatchesGroundTruth(t *testing.T) {
 	checkDLQEmpty(t, adm, group)
 	plan.warnIfProductionStalled(t, prod, 8*time.Second)
 	compareWithTruth(t, plan, found)
+	checkOneFiringPerIncident(t, hook)
 
 	sort.Slice(restartReady, func(i, j int) bool { return restartReady[i] < restartReady[j] })
 	if len(restartReady) > 0 {
@@ -1053,6 +1089,10 @@ type groupMember struct {
 	starts   int
 }
 
+// chaosAlertmanager, when set, is the Alertmanager every new group member
+// sends its alerts to.
+var chaosAlertmanager string
+
 func newGroupMember(t *testing.T, bin, dir, name, brokers, group, ruleGlob, instanceID string) *groupMember {
 	t.Helper()
 	mdir := filepath.Join(dir, name)
@@ -1074,7 +1114,7 @@ rule_files: [%q]
 http:
   listen: %q
   external_url: "http://%s"
-`, seeds, group, inst, filepath.Join(mdir, "state"), ruleGlob, addr, addr)), 0o644)
+%s`, seeds, group, inst, filepath.Join(mdir, "state"), ruleGlob, addr, addr, alertmanagerConfig())), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
