@@ -74,30 +74,14 @@ func TestAlertLifecycleThroughTheMonitor(t *testing.T) {
 	if err := os.WriteFile(ruleFile, append(b, duplicateRule...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
-	cfg := filepath.Join(dir, "monitor.yaml")
-	err = os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka: {brokers: [%q], group: %s, instance_id: alerts}
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return fmt.Sprintf(`kafka: {brokers: [%q], group: %s, instance_id: alerts}
 state_dir: %s
 rule_files: [%q]
 http: {listen: %q, external_url: "http://%s"}
 alertmanager: {urls: [%q, %q], resend_interval: 2s}
-`, brokers, prefix+"group", filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, ams[0].URL(), ams[1].URL())), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: cfg, http: httpAddr, log: logf}
-	mon.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("monitor log:\n%s", mon.logTail())
-		}
-		mon.stop()
-	}()
+`, brokers, prefix+"group", filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, ams[0].URL(), ams[1].URL())
+	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)

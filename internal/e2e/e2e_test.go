@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,7 +22,13 @@ import (
 	"github.com/invmon/invmon/internal/server"
 )
 
-func TestMain(m *testing.M) { kafkatest.Main(m) }
+func TestMain(m *testing.M) {
+	code := kafkatest.Wrap(m).Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 const rule = "captured_payment_has_ledger_entry"
 
@@ -32,15 +39,55 @@ const (
 	idleAfter = 2 * time.Second
 )
 
-// buildMonitor compiles the monitor binary once per test.
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+// buildMonitor compiles the monitor binary once per test binary.
 func buildMonitor(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "monitor")
-	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/monitor")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "invmon-e2e-bin-"); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "monitor")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/monitor").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return bin
+	return binPath
+}
+
+// launchMonitor starts the monitor binary with the configuration config
+// returns for a free HTTP address, waits until it is ready, and stops it
+// when the test ends, logging its output if the test failed.
+func launchMonitor(t *testing.T, dir, name string, config func(httpAddr string) string) *monitorProc {
+	t.Helper()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
+	cfg := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfg, []byte(config(httpAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &monitorProc{t: t, bin: buildMonitor(t), cfg: cfg, http: httpAddr, log: logf}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, m.logTail())
+		}
+		m.stop()
+		logf.Close()
+	})
+	m.start()
+	return m
 }
 
 // writeRules writes the example rule with the test's topics and windows.
@@ -106,6 +153,9 @@ func (m *monitorProc) kill() {
 }
 
 func (m *monitorProc) stop() {
+	if m.cmd == nil || m.cmd.ProcessState != nil {
+		return // never started, or already waited for
+	}
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	_ = m.cmd.Wait()
 }
@@ -165,9 +215,9 @@ func TestCapturedPaymentWithoutLedgerEntryPagesAndResolves(t *testing.T) {
 	am := kafkatest.StartAlertmanager(t, hook.URL())
 
 	dir := t.TempDir()
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
-	cfg := filepath.Join(dir, "monitor.yaml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
+	ruleFile := writeRules(t, dir, prefix)
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return fmt.Sprintf(`kafka:
   brokers: [%q]
   group: %s
   instance_id: e2e-member
@@ -179,23 +229,8 @@ http:
 alertmanager:
   urls: [%q]
   resend_interval: 2s
-`, brokers, prefix+"group", filepath.Join(dir, "state"), writeRules(t, dir, prefix), httpAddr, httpAddr, am.URL())), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: cfg, http: httpAddr, log: logf}
-	mon.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("monitor log:\n%s", mon.logTail())
-		}
-		mon.stop()
-	}()
+`, brokers, prefix+"group", filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, am.URL())
+	})
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {

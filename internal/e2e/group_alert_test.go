@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,34 +28,16 @@ func TestGroupPagesAsOne(t *testing.T) {
 	am := kafkatest.StartAlertmanager(t, hook.URL())
 	dir := t.TempDir()
 	ruleFile := writeRules(t, dir, prefix)
-	bin := buildMonitor(t)
 	var members []*monitorProc
 	for i := 0; i < 2; i++ {
-		httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
-		cfg := filepath.Join(dir, fmt.Sprintf("m%d.yaml", i))
-		err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka: {brokers: [%q], group: %s, instance_id: m%d}
+		members = append(members, launchMonitor(t, dir, fmt.Sprintf("m%d", i), func(httpAddr string) string {
+			return fmt.Sprintf(`kafka: {brokers: [%q], group: %s, instance_id: m%d}
 state_dir: %s
 rule_files: [%q]
 http: {listen: %q}
 alertmanager: {urls: [%q], resend_interval: 2s}
-`, brokers, prefix+"group", i, filepath.Join(dir, fmt.Sprintf("state%d", i)), ruleFile, httpAddr, am.URL())), 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("m%d.log", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		m := &monitorProc{t: t, bin: bin, cfg: cfg, http: httpAddr, log: logf}
-		m.start()
-		members = append(members, m)
-		defer func() {
-			if t.Failed() {
-				t.Logf("member log:\n%s", m.logTail())
-			}
-			m.stop()
-		}()
+`, brokers, prefix+"group", i, filepath.Join(dir, fmt.Sprintf("state%d", i)), ruleFile, httpAddr, am.URL())
+		}))
 	}
 	// Wait until each member owns one partition.
 	waitFor(t, 60*time.Second, func() bool {

@@ -25,29 +25,14 @@ func TestSIGHUPReloadKeepsOldRulesOnError(t *testing.T) {
 	brokers := kafkatest.Fake(t, map[string]int32{"payments": 2, "ledger": 2})
 	dir := t.TempDir()
 	ruleFile := writeRules(t, dir, "")
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
-	cfg := filepath.Join(dir, "monitor.yaml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka: {brokers: [%q], group: reload}
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return fmt.Sprintf(`kafka: {brokers: [%q], group: reload}
 state_dir: %s
 rule_files: [%q]
 http: {listen: %q}
-`, brokers, filepath.Join(dir, "state"), ruleFile, httpAddr)), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: cfg, http: httpAddr, log: logf}
-	mon.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("monitor log:\n%s", mon.logTail())
-		}
-		mon.stop()
-	}()
+`, brokers, filepath.Join(dir, "state"), ruleFile, httpAddr)
+	})
+	httpAddr := mon.http
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)

@@ -24,32 +24,16 @@ func TestViolationsTopicHoldsEachChangeOnce(t *testing.T) {
 	kafkatest.CreateTopics(t, brokers, 2, prefix+"payments", prefix+"ledger")
 	dir := t.TempDir()
 	ruleFile := writeRules(t, dir, prefix)
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t))
-	writeConfig := func(group string) string {
-		cfg := filepath.Join(dir, group+".yaml")
-		err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka: {brokers: [%q], group: %s, violations_topic: %s, instance_id: vt}
+	config := func(group string) func(string) string {
+		return func(httpAddr string) string {
+			return fmt.Sprintf(`kafka: {brokers: [%q], group: %s, violations_topic: %s, instance_id: vt}
 state_dir: %s
 rule_files: [%q]
 http: {listen: %q}
-`, brokers, prefix+group, prefix+"violations", filepath.Join(dir, "state"), ruleFile, httpAddr)), 0o644)
-		if err != nil {
-			t.Fatal(err)
+`, brokers, prefix+group, prefix+"violations", filepath.Join(dir, "state"), ruleFile, httpAddr)
 		}
-		return cfg
 	}
-	logf, err := os.Create(filepath.Join(dir, "monitor.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	mon := &monitorProc{t: t, bin: buildMonitor(t), cfg: writeConfig("first"), http: httpAddr, log: logf}
-	mon.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("monitor log:\n%s", mon.logTail())
-		}
-		mon.stop()
-	}()
+	mon := launchMonitor(t, dir, "first", config("first"))
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +61,11 @@ http: {listen: %q}
 	mon.kill()
 	// A new group starts from the beginning of every topic: all input is read
 	// again over the same state.
-	mon.cfg = writeConfig("second")
+	second := filepath.Join(dir, "second.yaml")
+	if err := os.WriteFile(second, []byte(config("second")(mon.http)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mon.cfg = second
 	mon.start()
 	time.Sleep(3 * time.Second)
 	if got := mon.violations(t); len(got) != 5 {

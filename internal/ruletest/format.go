@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -32,48 +33,17 @@ var DefaultStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // consumer's default tick.
 const DefaultEvaluationInterval = time.Second
 
-// Pos is a position in a test file, 1-based like editors show it.
-type Pos struct {
-	File   string
-	Line   int
-	Column int
-}
-
-func (p Pos) String() string {
-	if p.Line == 0 {
-		return p.File
-	}
-	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column)
-}
-
-// Error is one problem in a test file, located at a line and column.
-type Error struct {
-	Pos     Pos
-	Message string
-}
-
-func (e *Error) Error() string { return e.Pos.String() + ": " + e.Message }
-
-// Errors is every problem found in a test file; parsing does not stop at the
-// first one, so an author fixes a file in one pass.
-type Errors []*Error
-
-func (es Errors) Error() string {
-	msgs := make([]string, len(es))
-	for i, e := range es {
-		msgs[i] = e.Error()
-	}
-	return strings.Join(msgs, "\n")
-}
-
-// Unwrap exposes each error to errors.Is and errors.As.
-func (es Errors) Unwrap() []error {
-	out := make([]error, len(es))
-	for i, e := range es {
-		out[i] = e
-	}
-	return out
-}
+// Pos, Error and Errors are the rule format's: a test file's problems read
+// exactly like a rule file's, `file:line:col: message`.
+type (
+	// Pos is a position in a test file, 1-based like editors show it.
+	Pos = rules.Pos
+	// Error is one problem in a test file, located at a line and column.
+	Error = rules.Error
+	// Errors is every problem found in a test file; parsing does not stop at
+	// the first one, so an author fixes a file in one pass.
+	Errors = rules.Errors
+)
 
 // File is a parsed rule test file:
 //
