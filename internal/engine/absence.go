@@ -216,7 +216,7 @@ func (a *absence) advance(now time.Time) {
 	// Forget expect events no trigger can use any more: an on-time trigger
 	// is no older than the watermark, and one that is late by up to `within`
 	// still finds them.
-	horizon := a.spec.Lookback + a.spec.Within
+	horizon := a.spec.Lookback + a.spec.Within + a.spec.RedeliveryWindow
 	for a.seenQ.Len() > 0 && a.seenQ[0].time.Add(horizon).Before(a.wm) {
 		s := heap.Pop(&a.seenQ).(*seenEvent)
 		list := a.seen[s.key]

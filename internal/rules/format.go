@@ -87,14 +87,17 @@ type severitySpec struct {
 }
 
 type ruleSpec struct {
-	Name        Scalar                 `yaml:"name"`
-	Kind        Scalar                 `yaml:"kind"`
-	Description Scalar                 `yaml:"description"`
-	When        *sideSpec              `yaml:"when"`
-	Expect      *sideSpec              `yaml:"expect"`
-	Within      Scalar                 `yaml:"within"`
-	Lookback    Scalar                 `yaml:"lookback"`
-	Lookup      map[string]*lookupSpec `yaml:"lookup"`
+	Name        Scalar    `yaml:"name"`
+	Kind        Scalar    `yaml:"kind"`
+	Description Scalar    `yaml:"description"`
+	When        *sideSpec `yaml:"when"`
+	Expect      *sideSpec `yaml:"expect"`
+	Within      Scalar    `yaml:"within"`
+	Lookback    Scalar    `yaml:"lookback"`
+	// RedeliveryWindow keeps expect events this much longer, so a trigger
+	// redelivered late still finds its match (absence).
+	RedeliveryWindow Scalar                 `yaml:"redelivery_window"`
+	Lookup           map[string]*lookupSpec `yaml:"lookup"`
 	// On is the input of unique, transition and state rules.
 	On *sideSpec `yaml:"on"`
 	// Window bounds how far apart two events with one key count as

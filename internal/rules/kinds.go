@@ -12,7 +12,7 @@ import (
 // kindFields lists, per kind, the kind-specific fields it takes; the others
 // are errors, so a `window:` on an absence rule is not silently ignored.
 var kindFields = map[string][]string{
-	KindAbsence:    {"when", "expect", "within", "lookback"},
+	KindAbsence:    {"when", "expect", "within", "lookback", "redelivery_window"},
 	KindUnique:     {"on", "window", "objective"},
 	KindTransition: {"on", "state", "version", "initial", "allowed", "retention"},
 	KindState:      {"on", "condition", "until", "for", "retention"},
@@ -23,7 +23,7 @@ func setKindFields(r *ruleSpec) map[string]Scalar {
 	at := func(line, col int) Scalar { return Scalar{Line: line, Column: col, Set: true} }
 	out := map[string]Scalar{}
 	for name, s := range map[string]Scalar{
-		"within": r.Within, "lookback": r.Lookback, "window": r.Window, "objective": r.Objective,
+		"within": r.Within, "lookback": r.Lookback, "redelivery_window": r.RedeliveryWindow, "window": r.Window, "objective": r.Objective,
 		"state": r.State, "version": r.Version, "condition": r.Condition, "until": r.Until,
 		"for": r.For, "retention": r.Retention,
 	} {

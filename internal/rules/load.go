@@ -228,6 +228,10 @@ type Absence struct {
 	Expect   Side
 	Within   time.Duration
 	Lookback time.Duration
+	// RedeliveryWindow keeps expect events that much longer than the window
+	// needs, so that a trigger redelivered late (a replayed queue job) still
+	// finds the event that satisfied it instead of firing again. Default 0.
+	RedeliveryWindow time.Duration
 }
 
 // LoadFiles reads, validates and compiles rule files. Patterns may be globs.
@@ -549,6 +553,7 @@ func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence
 		}
 	}
 	a.Lookback = l.duration(c, r.Lookback, ctx, "lookback", 0)
+	a.RedeliveryWindow = l.duration(c, r.RedeliveryWindow, ctx, "redelivery_window", 0)
 	return a, []string{ws, es}
 }
 
