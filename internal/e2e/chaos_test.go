@@ -604,13 +604,6 @@ func TestRebalancePause(t *testing.T) {
 	b.terminate(30 * time.Second)
 }
 
-func durationOrNever(at, since time.Time) string {
-	if at.IsZero() {
-		return "never"
-	}
-	return at.Sub(since).Round(time.Millisecond).String()
-}
-
 // ---- helpers ----
 
 func prefixed(prefix string, names []string) []string {

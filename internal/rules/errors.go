@@ -78,14 +78,6 @@ func (es Errors) Unwrap() []error {
 	return out
 }
 
-// err returns es as an error, or nil when it is empty.
-func (es Errors) err() error {
-	if len(es) == 0 {
-		return nil
-	}
-	return es
-}
-
 // AsErrors returns the located errors inside err, if it holds any.
 func AsErrors(err error) Errors {
 	var es Errors
