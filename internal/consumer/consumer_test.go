@@ -25,6 +25,27 @@ func fakeCluster(t *testing.T) []string {
 	return c.ListenAddrs()
 }
 
+// exampleRule loads the captured-payment rule.
+func exampleRule(t *testing.T) *rules.RuleSet {
+	t.Helper()
+	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// openStore opens state in a temporary directory, closed at cleanup.
+func openStore(t *testing.T) *joinstate.Store {
+	t.Helper()
+	store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
 func produce(t *testing.T, brokers []string, recs ...*kgo.Record) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -62,15 +83,8 @@ func runUntil(t *testing.T, c *Consumer, cond func(Stats) bool) {
 // and the group's committed offsets match what the state says is applied.
 func TestPoisonRecordsGoToDeadLetterTopicAndOffsetsFollowState(t *testing.T) {
 	brokers := fakeCluster(t)
-	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	rs := exampleRule(t)
+	store := openStore(t)
 	good := `{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`
 	produce(t, brokers,
 		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(good)},
@@ -131,15 +145,8 @@ func TestPoisonRecordsGoToDeadLetterTopicAndOffsetsFollowState(t *testing.T) {
 // offset must not be applied again.
 func TestRestartSkipsAppliedRecords(t *testing.T) {
 	brokers := fakeCluster(t)
-	rs, err := rules.LoadFiles("../../rules/captured_payment_has_ledger_entry.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := joinstate.Open(t.TempDir(), joinstate.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	rs := exampleRule(t)
+	store := openStore(t)
 	produce(t, brokers, &kgo.Record{Topic: "payments", Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)})
 	for i, group := range []string{"first", "second"} {
 		c, err := New(context.Background(), Config{Brokers: brokers, Group: group, TickInterval: 50 * time.Millisecond}, rs, store, nil, nil)

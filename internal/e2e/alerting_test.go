@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,8 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/invmon/invmon/internal/kafkatest"
 )
@@ -82,18 +79,7 @@ http: {listen: %q, external_url: "http://%s"}
 alertmanager: {urls: [%q, %q], resend_interval: 2s}
 `, brokers, prefix+"group", filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, ams[0].URL(), ams[1].URL())
 	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	produce := func(topic, value string) {
-		t.Helper()
-		r := &kgo.Record{Topic: prefix + topic, Key: []byte("acct"), Value: []byte(value)}
-		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := producerTo(t, brokers, prefix, "acct")
 	capture := func(id, account string, cents int, at time.Time) {
 		t.Helper()
 		produce("payments", fmt.Sprintf(`{"event_id":"%s-c","payment_id":"%s","account_id":"%s","status":"captured","amount_cents":%d,"occurred_at":"%s"}`,

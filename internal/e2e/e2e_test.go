@@ -64,6 +64,25 @@ func buildMonitor(t *testing.T) string {
 	return binPath
 }
 
+// producerTo returns a function that produces a value, keyed by key, to
+// prefix+topic and waits for the acknowledgement; the client closes at
+// cleanup.
+func producerTo(t *testing.T, brokers, prefix, key string) func(topic, value string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return func(topic, value string) {
+		t.Helper()
+		r := &kgo.Record{Topic: prefix + topic, Key: []byte(key), Value: []byte(value)}
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // launchMonitor starts the monitor binary with the configuration config
 // returns for a free HTTP address, waits until it is ready, and stops it
 // when the test ends, logging its output if the test failed.
@@ -232,18 +251,7 @@ alertmanager:
 `, brokers, prefix+"group", filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, am.URL())
 	})
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	produce := func(topic, value string) {
-		t.Helper()
-		r := &kgo.Record{Topic: prefix + topic, Key: []byte("acct-7"), Value: []byte(value)}
-		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := producerTo(t, brokers, prefix, "acct-7")
 
 	start := time.Now()
 	// Inside the window, from franz-go: must produce nothing.

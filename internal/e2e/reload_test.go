@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/invmon/invmon/internal/kafkatest"
 )
@@ -33,18 +30,8 @@ http: {listen: %q}
 `, brokers, filepath.Join(dir, "state"), ruleFile, httpAddr)
 	})
 	httpAddr := mon.http
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	capture := func(id string) {
-		t.Helper()
-		r := &kgo.Record{Topic: "payments", Key: []byte("acct-7"), Value: []byte(payment(id, time.Now()))}
-		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := producerTo(t, brokers, "", "acct-7")
+	capture := func(id string) { produce("payments", payment(id, time.Now())) }
 	violationsOf := func(rule string) map[string]string {
 		out := map[string]string{}
 		for k, v := range mon.violationsFor(t, rule) {

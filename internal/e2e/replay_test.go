@@ -337,7 +337,7 @@ func TestReplayOnRealBroker(t *testing.T) {
 		t.Errorf("resumed run: %d resumes, read %d of %d records: want about half", resumed.Run.Resumes, resumed.Run.RecordsThisRun, read)
 	}
 	if a, b := withoutRun(t, rep), withoutRun(t, resumed); a != b {
-		t.Errorf("the resumed replay's report differs from the uninterrupted one:\n%s", firstDiff(a, b))
+		t.Errorf("the resumed replay's report differs from the uninterrupted one:\n%s", replaytest.LineDiff(a, b))
 	}
 
 	// 5: a repair books the missing ledger entries of three open findings,
@@ -547,22 +547,4 @@ func renderInChromium(t *testing.T, page string) {
 	if bounds.Size() != image.Pt(1280, 2000) || len(b) < 50_000 || len(colours) < 20 {
 		t.Errorf("screenshot %dx%d, %d bytes, %d colours: want 1280x2000, a real page", bounds.Dx(), bounds.Dy(), len(b), len(colours))
 	}
-}
-
-func firstDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	var out []string
-	for i := 0; i < max(len(al), len(bl)) && len(out) < 20; i++ {
-		var x, y string
-		if i < len(al) {
-			x = al[i]
-		}
-		if i < len(bl) {
-			y = bl[i]
-		}
-		if x != y {
-			out = append(out, fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, x, y))
-		}
-	}
-	return strings.Join(out, "\n")
 }

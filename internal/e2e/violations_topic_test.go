@@ -34,17 +34,7 @@ http: {listen: %q}
 		}
 	}
 	mon := launchMonitor(t, dir, "first", config("first"))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	produce := func(topic, value string) {
-		t.Helper()
-		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: prefix + topic, Key: []byte("acct-7"), Value: []byte(value)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produce := producerTo(t, brokers, prefix, "acct-7")
 	start := time.Now()
 	for i := 1; i <= 5; i++ {
 		produce("payments", payment(fmt.Sprintf("pay-%d", i), start))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -177,7 +176,7 @@ func TestReplayResumedEqualsUninterrupted(t *testing.T) {
 		t.Errorf("resumed run: %d resumes, read %d of %d records", resumed.Run.Resumes, resumed.Run.RecordsThisRun, f.events)
 	}
 	if a, b := comparable(t, whole), comparable(t, resumed); a != b {
-		t.Fatalf("resumed report differs from the uninterrupted one:\n%s", lineDiff(a, b))
+		t.Fatalf("resumed report differs from the uninterrupted one:\n%s", replaytest.LineDiff(a, b))
 	}
 	// A finished replay resumed again only rebuilds its report.
 	again, err := replay.Run(context.Background(), o)
@@ -185,7 +184,7 @@ func TestReplayResumedEqualsUninterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	if again.Run.RecordsThisRun != 0 || comparable(t, again) != comparable(t, whole) {
-		t.Errorf("resuming a finished replay read %d records or changed the report:\n%s", again.Run.RecordsThisRun, lineDiff(comparable(t, whole), comparable(t, again)))
+		t.Errorf("resuming a finished replay read %d records or changed the report:\n%s", again.Run.RecordsThisRun, replaytest.LineDiff(comparable(t, whole), comparable(t, again)))
 	}
 	if _, err := replay.Run(context.Background(), f.options(dir)); err == nil || !strings.Contains(err.Error(), "--resume") {
 		t.Errorf("a second replay into a used directory: %v, want a refusal naming --resume", err)
@@ -279,22 +278,4 @@ func TestReplaySelectRules(t *testing.T) {
 	if _, err := replay.Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no_such_rule") {
 		t.Errorf("unknown rule: %v", err)
 	}
-}
-
-func lineDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	var out []string
-	for i := 0; i < max(len(al), len(bl)) && len(out) < 40; i++ {
-		var x, y string
-		if i < len(al) {
-			x = al[i]
-		}
-		if i < len(bl) {
-			y = bl[i]
-		}
-		if x != y {
-			out = append(out, fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, x, y))
-		}
-	}
-	return strings.Join(out, "\n")
 }

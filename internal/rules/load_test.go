@@ -70,10 +70,6 @@ func TestGoodFilesLoad(t *testing.T) {
 	}
 }
 
-// knownBugs are cases whose golden file holds the wanted messages, which the
-// loader does not produce yet; they are skipped, with the difference logged,
-// and -update leaves their golden files alone. Remove an entry with its fix.
-var knownBugs = map[string]string{}
 
 // locRE is the start of every message: file:line:col, then what is wrong.
 var locRE = regexp.MustCompile(`^testdata/[a-z_.]+\.yaml:(\d+):(\d+): `)
@@ -94,14 +90,7 @@ func TestBadFiles(t *testing.T) {
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".bad.yaml")
 		t.Run(name, func(t *testing.T) {
-			problems := checkBadFile(t, f, knownBugs[name] == "")
-			bug := knownBugs[name]
-			switch {
-			case bug != "" && len(problems) == 0:
-				t.Errorf("known bug seems fixed (%s): remove %q from knownBugs", bug, name)
-			case bug != "":
-				t.Skipf("known bug: %s\n%s", bug, strings.Join(problems, "\n"))
-			}
+			problems := checkBadFile(t, f)
 			for _, p := range problems {
 				t.Error(p)
 			}
@@ -110,8 +99,8 @@ func TestBadFiles(t *testing.T) {
 }
 
 // checkBadFile loads a bad case and returns what is wrong with its errors;
-// with update it rewrites the golden file instead of comparing.
-func checkBadFile(t *testing.T, f string, update bool) []string {
+// with -update it rewrites the golden file instead of comparing.
+func checkBadFile(t *testing.T, f string) []string {
 	t.Helper()
 	var problems []string
 	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -162,7 +151,7 @@ func checkBadFile(t *testing.T, f string, update bool) []string {
 		}
 	}
 	golden := f + ".err"
-	if update && *updateGolden {
+	if *updateGolden {
 		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}

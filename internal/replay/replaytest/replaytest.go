@@ -130,3 +130,23 @@ func TruthInWindow(ds *sim.Dataset, from, to time.Time) ([]Violation, error) {
 	}
 	return out, nil
 }
+
+// LineDiff lists, up to 40, the lines where a and b differ, for failure
+// messages that compare two reports.
+func LineDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	var out []string
+	for i := 0; i < max(len(al), len(bl)) && len(out) < 40; i++ {
+		var x, y string
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			out = append(out, fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, x, y))
+		}
+	}
+	return strings.Join(out, "\n")
+}
