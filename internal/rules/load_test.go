@@ -70,7 +70,6 @@ func TestGoodFilesLoad(t *testing.T) {
 	}
 }
 
-
 // locRE is the start of every message: file:line:col, then what is wrong.
 var locRE = regexp.MustCompile(`^testdata/[a-z_.]+\.yaml:(\d+):(\d+): `)
 
