@@ -42,6 +42,14 @@ const (
 	ReasonBadField     = "bad_field"
 	ReasonOversized    = "oversized"
 	ReasonBadKeyBytes  = "bad_record_key"
+	// ReasonPanic marks a record whose evaluation panicked before it changed
+	// any state: a bug in the monitor or in a CEL extension, never a reason
+	// to stop the partition.
+	ReasonPanic = "panic"
+	// ReasonNotUTF8 marks a record whose id, key, customer or state is not
+	// valid UTF-8: state stores them as JSON strings, which would replace the
+	// bad bytes and make the key differ after a reload (a false violation).
+	ReasonNotUTF8 = "not_utf8"
 )
 
 // MaxValueBytes bounds a record value the engine decodes (256 KiB): a
@@ -98,6 +106,8 @@ type Partition struct {
 	gen uint64
 	// matches is reused per record to keep allocations off the per-event path.
 	matches []match
+	// bounds is the accepted event-time range.
+	bounds TimeBounds
 }
 
 type streamState struct {
@@ -180,7 +190,8 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		delta:      Delta{Ops: map[string]Op{}},
 		// Items loaded from the snapshot have generation 0: starting at 1
 		// makes removing one of them in the first batch a real delete.
-		gen: 1,
+		gen:    1,
+		bounds: DefaultTimeBounds(),
 	}
 	for name, s := range set.Streams {
 		p.streams[name] = &streamState{
@@ -314,12 +325,19 @@ func (p *Partition) SetCaughtUp(topic string, caughtUp bool) {
 
 // Apply decodes one record and applies it to every rule that reads its
 // topic. A record that cannot be decoded or evaluated returns a *DecodeError
-// and changes nothing.
-func (p *Partition) Apply(rec *Record, now time.Time) error {
+// and changes nothing. A panic while applying it returns a *PanicError: the
+// partition's state may then be half-changed and must be reloaded.
+func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 	routes := p.routes[rec.Topic]
 	if len(routes) == 0 {
 		return nil
 	}
+	mutating := false
+	defer func() {
+		if r := recover(); r != nil {
+			err = p.panicked(rec.Topic, r, mutating)
+		}
+	}()
 	if len(rec.Value) > MaxValueBytes {
 		return p.reject(rec.Topic, &DecodeError{Reason: ReasonOversized, Err: fmt.Errorf("value of %d bytes exceeds %d", len(rec.Value), MaxValueBytes)})
 	}
@@ -350,6 +368,11 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadID, Stream: st.s.Name, Err: err})
 		}
 		t, err := st.s.Time.Eval(ev)
+		if err == nil {
+			// Checked here, where every format's event time is produced, so
+			// no time outside the bounds reaches a watermark or the state.
+			err = p.bounds.check(t, now)
+		}
 		if err != nil {
 			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadTime, Stream: st.s.Name, Err: err})
 		}
@@ -358,6 +381,9 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 			if key, err = st.s.Key.Eval(ev); err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Err: err})
 			}
+		}
+		if !utf8.ValidString(id) || !utf8.ValidString(key) {
+			return p.reject(rec.Topic, &DecodeError{Reason: ReasonNotUTF8, Stream: st.s.Name, Err: fmt.Errorf("id %q or key %q is not valid UTF-8", id, key)})
 		}
 		seen = append(seen, stamped{r, id, key, t})
 		for i := range r.sides {
@@ -387,10 +413,15 @@ func (p *Partition) Apply(rec *Record, now time.Time) error {
 			if err := ref.ev.extract(ev, ref, &m); err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadField, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
+			if de := m.validate(p.bounds); de != nil {
+				de.Stream, de.Rule = st.s.Name, rule.rule.Name
+				return p.reject(rec.Topic, de)
+			}
 			p.matches = append(p.matches, m)
 		}
 	}
 	ev.Lookups = nil
+	mutating = true
 	// Everything decoded: now apply. Tables first, so a rule reading its own
 	// stream's latest entity sees this event.
 	for _, s := range seen {
