@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/invmon/invmon/internal/rules"
@@ -51,6 +53,14 @@ type seenEvent struct {
 	key  string
 	time time.Time
 	gen  uint64
+	// triggers are the ids of the triggers this event satisfied: a trigger
+	// redelivered later is recognised and not judged a second time.
+	triggers []string
+}
+
+// satisfied reports whether the trigger with id was judged met by s.
+func (s *seenEvent) satisfied(id string) bool {
+	return slices.Contains(s.triggers, id)
 }
 
 func newAbsence(p *Partition, r *rules.Rule) *absence {
@@ -90,12 +100,15 @@ func (a *absence) load(snap Snapshot) error {
 	if err != nil {
 		return err
 	}
-	err = snap.Scan(base+"/s/", func(k string, _ []byte) error {
+	err = snap.Scan(base+"/s/", func(k string, v []byte) error {
 		rest := k[len(base)+len("/s/"):]
 		if len(rest) < 8 {
 			return fmt.Errorf("corrupt seen key %q", k)
 		}
 		s := &seenEvent{key: rest[8:], time: bytesTime([]byte(rest[:8]))}
+		if len(v) > 0 {
+			s.triggers = strings.Split(string(v), "\x00")
+		}
 		a.seen[s.key] = append(a.seen[s.key], s)
 		heap.Push(&a.seenQ, s)
 		return nil
@@ -119,7 +132,14 @@ func (a *absence) satisfies(t, trig time.Time) bool {
 
 func (a *absence) onWhen(m *match) {
 	for _, s := range a.seen[m.key] {
+		if s.satisfied(m.eventID) {
+			return // redelivery of a trigger already met
+		}
+	}
+	for _, s := range a.seen[m.key] {
 		if a.satisfies(s.time, m.time) {
+			a.met(s, m.eventID)
+			a.p.put(seenKey(a.rule.Name, s.time, s.key), encodeTriggers(s.triggers))
 			return
 		}
 	}
@@ -155,18 +175,27 @@ func (a *absence) dropPending(pd *pending) {
 	a.p.remove(deadlineKey(a.rule.Name, pd.Deadline, pd.Key, pd.EventID), pd.gen)
 }
 
+// met records that the expect event s satisfied the trigger id: one check
+// passed.
+func (a *absence) met(s *seenEvent, id string) {
+	s.triggers = append(s.triggers, id)
+	a.judged()
+}
+
+func encodeTriggers(ids []string) []byte { return []byte(strings.Join(ids, "\x00")) }
+
 func (a *absence) onExpect(key string, t, now time.Time) {
-	known := false
+	var seen *seenEvent
 	for _, s := range a.seen[key] {
 		if s.time.Equal(t) {
-			known = true // a redelivery: remembered already
+			seen = s // a redelivery: remembered already
 			break
 		}
 	}
-	if !known {
-		s := &seenEvent{key: key, time: t, gen: a.p.gen}
-		a.seen[key] = append(a.seen[key], s)
-		heap.Push(&a.seenQ, s)
+	if seen == nil {
+		seen = &seenEvent{key: key, time: t, gen: a.p.gen}
+		a.seen[key] = append(a.seen[key], seen)
+		heap.Push(&a.seenQ, seen)
 		a.p.put(seenKey(a.rule.Name, t, key), nil)
 	}
 	if list := a.pend[key]; len(list) > 0 {
@@ -174,6 +203,8 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 		for _, pd := range list {
 			if a.satisfies(t, pd.EventTime) {
 				a.dropPending(pd)
+				a.met(seen, pd.EventID)
+				a.p.put(seenKey(a.rule.Name, t, key), encodeTriggers(seen.triggers))
 			} else {
 				keep = append(keep, pd)
 			}
@@ -257,6 +288,7 @@ func (a *absence) fire(pd *pending, now time.Time) {
 	if v == nil {
 		return
 	}
+	a.judged()
 	// The expected event may already have been read, too late: then the
 	// violation happened and is already repaired. It is recorded resolved.
 	var late *seenEvent

@@ -44,6 +44,7 @@ type ruleBase struct {
 
 	pendingGauge   prometheus.Gauge
 	watermarkGauge prometheus.Gauge
+	checks         prometheus.Counter
 	violations     prometheus.Counter
 	resolutions    prometheus.Counter
 	delay          prometheus.Observer
@@ -55,9 +56,13 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 		rule:           r,
 		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
 		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
+		checks:         p.metrics.Checks.WithLabelValues(r.Name),
 		violations:     p.metrics.Violations.WithLabelValues(r.Name),
 		resolutions:    p.metrics.Resolutions.WithLabelValues(r.Name),
 		delay:          p.metrics.DetectionDelay.WithLabelValues(r.Name),
+	}
+	if r.Objective > 0 {
+		p.metrics.Objective.WithLabelValues(r.Name).Set(r.Objective)
 	}
 	for _, s := range r.Inputs() {
 		b.streams = append(b.streams, p.streams[s.Name])
@@ -168,6 +173,10 @@ func (b *ruleBase) impact(ev *rules.Event) (float64, string, error) {
 	}
 	return value, customer, nil
 }
+
+// judged counts one check: the rule reached a verdict, pass or violation,
+// on one thing it watches. Every kind calls it exactly once per check.
+func (b *ruleBase) judged() { b.checks.Inc() }
 
 // trigger is what a violation needs of the event that caused it.
 type trigger struct {

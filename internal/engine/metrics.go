@@ -9,10 +9,18 @@ type Metrics struct {
 	EventsConsumed *prometheus.CounterVec
 	LateEvents     *prometheus.CounterVec
 	DecodeErrors   *prometheus.CounterVec
-	Violations     *prometheus.CounterVec
-	Resolutions    *prometheus.CounterVec
-	Watermark      *prometheus.GaugeVec
-	Pending        *prometheus.GaugeVec
+	// Checks counts, per rule, the verdicts a rule reached: the SLI's
+	// denominator, with Violations its numerator. What one check is depends
+	// on the kind (see docs/slo.md): a trigger judged (absence), a distinct
+	// event (unique), a transition applied (transition), a deadline reached
+	// or made moot by a newer event (state).
+	Checks *prometheus.CounterVec
+	// Objective is, per rule, the share of checks that must pass.
+	Objective   *prometheus.GaugeVec
+	Violations  *prometheus.CounterVec
+	Resolutions *prometheus.CounterVec
+	Watermark   *prometheus.GaugeVec
+	Pending     *prometheus.GaugeVec
 	// UniqueEvents and UniqueDuplicates count the events of unique rules and
 	// those that were duplicates: their ratio is the duplicate rate, to hold
 	// against UniqueObjective.
@@ -38,6 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DecodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_decode_errors_total", Help: "Records that could not be decoded or evaluated, per topic and reason; each goes to the dead-letter topic.",
 		}, []string{"topic", "reason"}),
+		Checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_checks_total", Help: "Verdicts a rule reached (its SLI's denominator; invmon_violations_total is the numerator), per rule.",
+		}, []string{"rule"}),
+		Objective: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "invmon_slo_objective_ratio", Help: "A rule's objective: the share of its checks that must not violate it, over its slo_window.",
+		}, []string{"rule"}),
 		Violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_violations_total", Help: "Violations detected, per rule.",
 		}, []string{"rule"}),
@@ -69,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"rule"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.DetectionDelay)
+		reg.MustRegister(m.DetectionDelay, m.Checks, m.Objective)
 		reg.MustRegister(m.EventsConsumed, m.LateEvents, m.DecodeErrors, m.Violations, m.Resolutions, m.Watermark, m.Pending,
 			m.UniqueEvents, m.UniqueDuplicates, m.UniqueObjective, m.StaleEvents)
 	}

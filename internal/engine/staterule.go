@@ -129,9 +129,14 @@ func (s *stateRule) unschedule(c *check) {
 func (s *stateRule) apply(m *match, now time.Time) {
 	// An event before a check's deadline replaces the state the check was
 	// about: that check is moot, and this event decides what comes next.
+	// It passes that check unless it restates the same deadline (a retried
+	// write, or a `for` streak going on): then the new check carries it.
 	for _, c := range append([]*check(nil), s.byKey[m.key]...) {
 		if c.EventTime.Before(m.time) && !m.time.After(c.Deadline) {
 			s.unschedule(c)
+			if !m.holds || (s.spec.Until != nil && !m.deadline.Equal(c.Deadline)) {
+				s.judged()
+			}
 		}
 	}
 	if !m.holds {
@@ -160,6 +165,11 @@ func (s *stateRule) apply(m *match, now time.Time) {
 	// newer one, needs no check.
 	if e := s.table.get(m.key); e != nil && e.time.After(m.time) && !e.time.After(deadline) {
 		return
+	}
+	for _, c := range s.byKey[m.key] {
+		if c.EventID == m.eventID {
+			return // a redelivery of an event whose check is scheduled
+		}
 	}
 	c := &check{trigger: m.trigger(), Deadline: deadline, Raw: append([]byte(nil), m.raw...), gen: s.p.gen}
 	s.schedule(c)
@@ -195,6 +205,7 @@ func (s *stateRule) advance(now time.Time) {
 // holds on that state (with lookups as known now) it is a violation. An
 // event after the deadline may already have repaired it.
 func (s *stateRule) evaluate(c *check, now time.Time) {
+	s.judged()
 	if _, ok := s.open[c.Key]; ok {
 		return // one open violation per entity at a time
 	}

@@ -167,6 +167,7 @@ func (t *transition) step(e *transitionEvent, now time.Time) {
 	case !t.spec.Allowed[cur.State][e.State]:
 		t.ruleBase.open(e.trigger, e.EventTime, now, cur.State+" -> "+e.State)
 	}
+	t.judged()
 	next := &entityState{Key: e.Key, State: e.State, EventID: e.EventID, Time: e.EventTime, Version: e.Version, HasVersion: e.HasVersion}
 	t.entities[e.Key] = next
 	heap.Push(&t.expiry, entityAge{key: e.Key, time: e.EventTime})

@@ -46,8 +46,8 @@ func newUnique(p *Partition, r *rules.Rule) *unique {
 		events:     p.metrics.UniqueEvents.WithLabelValues(r.Name),
 		duplicates: p.metrics.UniqueDuplicates.WithLabelValues(r.Name),
 	}
-	if r.Unique.Objective > 0 {
-		p.metrics.UniqueObjective.WithLabelValues(r.Name).Set(r.Unique.Objective)
+	if r.Objective > 0 {
+		p.metrics.UniqueObjective.WithLabelValues(r.Name).Set(r.Objective)
 	}
 	return u
 }
@@ -86,6 +86,7 @@ func (u *unique) apply(m *match, now time.Time) {
 	}
 	e := &uniqueEntry{trigger: m.trigger(), gen: u.p.gen}
 	u.events.Inc()
+	u.judged()
 	for _, o := range list {
 		d := e.EventTime.Sub(o.EventTime)
 		if d < -u.spec.Window || d > u.spec.Window {

@@ -103,8 +103,6 @@ type ruleSpec struct {
 	// Window bounds how far apart two events with one key count as
 	// duplicates (unique).
 	Window Scalar `yaml:"window"`
-	// Objective is the share of events that must not be duplicates (unique).
-	Objective Scalar `yaml:"objective"`
 	// State, Version, Initial and Allowed describe a state machine
 	// (transition).
 	State   Scalar              `yaml:"state"`
@@ -118,7 +116,11 @@ type ruleSpec struct {
 	For       Scalar `yaml:"for"`
 	// Retention bounds how long per-entity state is kept after its last event
 	// (transition and state).
-	Retention   Scalar            `yaml:"retention"`
+	Retention Scalar `yaml:"retention"`
+	// Objective is the share of the rule's checks that must pass over
+	// SLOWindow: its consistency SLO (any kind).
+	Objective   Scalar            `yaml:"objective"`
+	SLOWindow   Scalar            `yaml:"slo_window"`
 	Labels      map[string]Scalar `yaml:"labels"`
 	Annotations map[string]Scalar `yaml:"annotations"`
 	Impact      *impactSpec       `yaml:"impact"`

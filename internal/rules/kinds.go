@@ -3,7 +3,6 @@ package rules
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -13,7 +12,7 @@ import (
 // are errors, so a `window:` on an absence rule is not silently ignored.
 var kindFields = map[string][]string{
 	KindAbsence:    {"when", "expect", "within", "lookback", "redelivery_window"},
-	KindUnique:     {"on", "window", "objective"},
+	KindUnique:     {"on", "window"},
 	KindTransition: {"on", "state", "version", "initial", "allowed", "retention"},
 	KindState:      {"on", "condition", "until", "for", "retention"},
 }
@@ -23,7 +22,7 @@ func setKindFields(r *ruleSpec) map[string]Scalar {
 	at := func(line, col int) Scalar { return Scalar{Line: line, Column: col, Set: true} }
 	out := map[string]Scalar{}
 	for name, s := range map[string]Scalar{
-		"within": r.Within, "lookback": r.Lookback, "redelivery_window": r.RedeliveryWindow, "window": r.Window, "objective": r.Objective,
+		"within": r.Within, "lookback": r.Lookback, "redelivery_window": r.RedeliveryWindow, "window": r.Window,
 		"state": r.State, "version": r.Version, "condition": r.Condition, "until": r.Until,
 		"for": r.For, "retention": r.Retention,
 	} {
@@ -125,13 +124,6 @@ func (l *loader) unique(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Unique, 
 	u.On, s = l.side(c, r.On, at, ctx, "on")
 	if l.required(c, r.Window, at, ctx, "window") {
 		u.Window = l.duration(c, r.Window, ctx, "window", 0)
-	}
-	if r.Objective.Set {
-		v, err := strconv.ParseFloat(r.Objective.Value, 64)
-		if err != nil || v <= 0 || v >= 1 {
-			l.errs = append(l.errs, ctx.at(c.pos(r.Objective, 1, 0), fmt.Sprintf("objective %q must be a ratio between 0 and 1, such as 0.999", r.Objective.Value)))
-		}
-		u.Objective = v
 	}
 	return u, []string{s}
 }

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +95,14 @@ type Rule struct {
 	Severity    []SeverityTier
 	// Lookups are the other entities the rule's expressions may read.
 	Lookups []*Lookup
+	// Objective, when above zero, is the share of the rule's checks that must
+	// pass over SLOWindow (for example 0.999 over 28 days): the rule's
+	// consistency SLO, whose error budget is 1 − Objective. Zero means the
+	// rule has no SLO.
+	Objective float64
+	// SLOWindow is the period the objective is judged over; DefaultSLOWindow
+	// when the rule sets an objective and no window.
+	SLOWindow time.Duration
 	// Exactly one of Absence, Unique, Transition and State is set, by Kind.
 	Absence    *Absence
 	Unique     *Unique
@@ -153,10 +163,6 @@ type Lookup struct {
 type Unique struct {
 	On     Side
 	Window time.Duration
-	// Objective, when above zero, is the share of events that must not be
-	// duplicates (for example 0.999); the duplicate ratio is exported as a
-	// metric against it.
-	Objective float64
 }
 
 // Transition says: an entity's state may only move along Allowed edges.
@@ -459,6 +465,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	for k, v := range r.Annotations {
 		rule.Annotations[k] = v.Value
 	}
+	l.objective(c, r, rule, ctx)
 	if !l.required(c, r.Kind, at, ctx, "kind") {
 		return
 	}
@@ -559,10 +566,12 @@ func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence
 
 // ruleVersion hashes the rule's definition and the streams it reads, ignoring
 // comments and layout, so reformatting a file keeps versions while any change
-// of meaning makes a new one.
+// of meaning makes a new one. The SLO fields are left out: tuning an
+// objective changes what is tolerated, not what is a violation, so it must
+// not give every open violation a new id.
 func (l *loader) ruleVersion(r *ruleSpec, streams []string) string {
 	h := sha256.New()
-	h.Write([]byte(canonical(r.raw)))
+	h.Write([]byte(canonical(withoutKeys(r.raw, "objective", "slo_window"))))
 	for _, s := range streams {
 		if n := l.streamNodes[s]; n != nil {
 			h.Write([]byte(s + ":" + canonical(n)))
@@ -611,4 +620,56 @@ func canonical(n *yaml.Node) string {
 	}
 	walk(n)
 	return b.String()
+}
+
+// DefaultSLOWindow is the period an objective is judged over when a rule
+// gives none: 28 days, four whole weeks, so every window holds the same
+// number of weekends.
+const DefaultSLOWindow = 28 * 24 * time.Hour
+
+// objective reads the rule's consistency SLO: a ratio strictly between 0 and
+// 1, and the window it is judged over.
+func (l *loader) objective(c *compiler, r *ruleSpec, rule *Rule, ctx errCtx) {
+	if r.Objective.Set {
+		v, err := strconv.ParseFloat(strings.TrimSpace(r.Objective.Value), 64)
+		if r.Objective.notScalar || err != nil || !(v > 0 && v < 1) {
+			l.errs = append(l.errs, ctx.at(c.pos(r.Objective, 1, 0), fmt.Sprintf("objective %q must be a ratio between 0 and 1 (exclusive), such as 0.999", r.Objective.Value)))
+		} else {
+			rule.Objective = v
+		}
+	}
+	if !r.SLOWindow.Set {
+		if rule.Objective > 0 {
+			rule.SLOWindow = DefaultSLOWindow
+		}
+		return
+	}
+	if !r.Objective.Set {
+		l.errs = append(l.errs, ctx.at(c.pos(r.SLOWindow, 1, 0), "slo_window without an objective: give objective too (such as 0.999)"))
+		return
+	}
+	w := l.duration(c, r.SLOWindow, ctx, "slo_window", DefaultSLOWindow)
+	if w < time.Hour {
+		if _, err := model.ParseDuration(r.SLOWindow.Value); err == nil {
+			l.errs = append(l.errs, ctx.at(c.pos(r.SLOWindow, 1, 0), fmt.Sprintf("slo_window %s is too short: an error budget is spent over days or weeks (such as 28d)", r.SLOWindow.Value)))
+		}
+		w = DefaultSLOWindow
+	}
+	rule.SLOWindow = w
+}
+
+// withoutKeys returns a mapping node without the given keys (n itself when it
+// has none of them or is not a mapping).
+func withoutKeys(n *yaml.Node, keys ...string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return n
+	}
+	out := *n
+	out.Content = nil
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !slices.Contains(keys, n.Content[i].Value) {
+			out.Content = append(out.Content, n.Content[i], n.Content[i+1])
+		}
+	}
+	return &out
 }

@@ -67,6 +67,15 @@ type Truth struct {
 	Events     int        `json:"events"`
 	Violations []Expected `json:"violations"`
 	Traps      []Trap     `json:"traps"`
+	// Checks is, per example rule, how many checks a correct monitor counts
+	// (invmon_checks_total) once the deadlines in the data have passed: one
+	// per capture (absence, captured payment), per fulfilled order (absence,
+	// fulfilled order), per ledger entry (unique), per payment event
+	// (transition) and per subscription (state: its first entitlement is
+	// judged at expiry or passed by a renewal or cancellation in time).
+	// Redelivered copies are not checks. Renewed entitlements last 30 days
+	// and are not judged within that horizon.
+	Checks map[string]int `json:"checks"`
 }
 
 // Dataset is a scenario's events, in production order, and its truth.
@@ -199,7 +208,11 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 		return nil, fmt.Errorf("unknown scenario %q (known: %v)", scenario, Scenarios)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x1a2b3c4d))
-	ds := &Dataset{Truth: Truth{Scenario: scenario, Seed: seed}}
+	ds := &Dataset{Truth: Truth{Scenario: scenario, Seed: seed, Checks: map[string]int{
+		RuleCapturedPaymentHasLedgerEntry: 0, RuleNoDuplicateLedgerEffect: 0, RulePaymentTransitionsAllowed: 0,
+		RuleFulfilledOrderHasCapture: 0, RuleActiveSubscriptionEntitled: 0,
+	}}}
+	checks := ds.Truth.Checks
 	gap := time.Duration(float64(time.Second) / o.Rate)
 	incidentFrom, incidentTo := o.Payments/3, 2*o.Payments/3
 	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
@@ -231,11 +244,16 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 		emit := func(status string, t time.Time) {
 			p.Event, p.Status, p.OccurredAt = pid+"-"+status+"-"+strconv.FormatInt(t.UnixMilli(), 10), status, ts(t)
 			add(TopicPayments, acct, t, p)
+			checks[RulePaymentTransitionsAllowed]++
+			if status == "captured" {
+				checks[RuleCapturedPaymentHasLedgerEntry]++
+			}
 		}
 		fulfil := func(t time.Time) {
 			oid := "ord-" + pid
 			add(TopicOrders, acct, t.Add(-time.Minute), order{Event: oid + "-created", OrderID: oid, AccountID: acct, PaymentID: pid, Status: "created", OccurredAt: ts(t.Add(-time.Minute))})
 			add(TopicOrders, acct, t, order{Event: oid + "-fulfilled", OrderID: oid, AccountID: acct, PaymentID: pid, Status: "fulfilled", OccurredAt: ts(t)})
+			checks[RuleFulfilledOrderHasCapture]++
 		}
 		emit("pending", at)
 		emit("authorized", at.Add(200*time.Millisecond))
@@ -273,6 +291,7 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 			t := captured.Add(delay)
 			le.OccurredAt = ts(t)
 			add(TopicLedger, acct, t, le)
+			checks[RuleNoDuplicateLedgerEffect]++
 			return t
 		}
 		var booked time.Time
@@ -302,6 +321,7 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 			retried := booked.Add(time.Duration(1+rng.IntN(30)) * time.Second)
 			le.OccurredAt = ts(retried)
 			add(TopicLedger, acct, retried, le)
+			checks[RuleNoDuplicateLedgerEffect]++
 			expect(RuleNoDuplicateLedgerEffect, "idem-"+pid, false)
 		case r < 6:
 			ds.Events = append(ds.Events, ds.Events[len(ds.Events)-1])
@@ -322,6 +342,7 @@ func Generate(scenario string, seed uint64, o Options) (*Dataset, error) {
 				AccountID: acct, Status: status, ExpiresAt: ts(exp), OccurredAt: ts(at)})
 		}
 		ent("active", start, expires)
+		checks[RuleActiveSubscriptionEntitled]++
 		inIncident := scenario == "friday-rollback" && s >= subs/3 && s < 2*subs/3
 		switch r := rng.IntN(100); {
 		case inIncident && r < 15:
