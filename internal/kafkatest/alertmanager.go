@@ -8,9 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Alertmanager is a real Prometheus Alertmanager process on loopback whose one
@@ -19,6 +22,7 @@ type Alertmanager struct {
 	t    testing.TB
 	dir  string
 	port int
+	opts AlertmanagerOptions
 
 	mu   sync.Mutex
 	proc *process
@@ -45,15 +49,43 @@ receivers:
         send_resolved: true
 `
 
+// AlertmanagerOptions secure an Alertmanager the way its own
+// --web.config.file does (the Prometheus exporter-toolkit format). The zero
+// value is plain HTTP without authentication.
+type AlertmanagerOptions struct {
+	// TLS, when set, makes Alertmanager serve HTTPS with this certificate
+	// (issue it with CA.Server).
+	TLS *CertPair
+	// ClientCAFile, when set with TLS, makes Alertmanager require a client
+	// certificate signed by this CA (client_auth_type
+	// RequireAndVerifyClientCert).
+	ClientCAFile string
+	// Users are basic-auth users and their plain passwords; the web config
+	// holds their bcrypt hashes. Default none: no basic auth.
+	Users map[string]string
+	// ReadyClient is how the harness polls /-/ready, which a secured
+	// Alertmanager guards like every path: it must trust the certificate and,
+	// with Users, send credentials (and a client certificate with
+	// ClientCAFile). Required when TLS or Users is set.
+	ReadyClient *http.Client
+}
+
 // StartAlertmanager starts Debian's prometheus-alertmanager (or alertmanager
 // on PATH) on a free loopback port with a configuration that sends every
 // notification, firing and resolved, to webhookURL; see NewWebhookReceiver.
 // Clustering is off. It is stopped when the test ends.
 func StartAlertmanager(t testing.TB, webhookURL string) *Alertmanager {
 	t.Helper()
+	return StartAlertmanagerWith(t, webhookURL, AlertmanagerOptions{})
+}
+
+// StartAlertmanagerWith is StartAlertmanager with TLS, client certificates
+// and basic auth as opts ask, through Alertmanager's own --web.config.file.
+func StartAlertmanagerWith(t testing.TB, webhookURL string, opts AlertmanagerOptions) *Alertmanager {
+	t.Helper()
 	bin := lookBinary(t, "Alertmanager", "prometheus-alertmanager",
 		"/usr/bin/prometheus-alertmanager", "alertmanager", "prometheus-alertmanager")
-	a := &Alertmanager{t: t, dir: t.TempDir(), port: FreePort(t)}
+	a := &Alertmanager{t: t, dir: t.TempDir(), port: FreePort(t), opts: opts}
 	// The URL is written as a JSON string, which is also a YAML string, so any
 	// character in it is quoted correctly.
 	quoted, _ := json.Marshal(webhookURL)
@@ -61,19 +93,26 @@ func StartAlertmanager(t testing.TB, webhookURL string) *Alertmanager {
 	if err := os.WriteFile(config, fmt.Appendf(nil, alertmanagerConfig, quoted), 0o644); err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
-	a.proc = &process{
-		name: "alertmanager",
-		argv: []string{bin,
-			"--config.file=" + config,
-			"--storage.path=" + filepath.Join(a.dir, "data"),
-			"--web.listen-address=127.0.0.1:" + strconv.Itoa(a.port),
-			// Empty disables the gossip mesh, which would otherwise listen on
-			// 0.0.0.0:9094 and collide between parallel tests.
-			"--cluster.listen-address=",
-			"--log.level=debug",
-		},
-		outPath: filepath.Join(a.dir, "alertmanager.log"),
+	argv := []string{bin,
+		"--config.file=" + config,
+		"--storage.path=" + filepath.Join(a.dir, "data"),
+		"--web.listen-address=127.0.0.1:" + strconv.Itoa(a.port),
+		// Empty disables the gossip mesh, which would otherwise listen on
+		// 0.0.0.0:9094 and collide between parallel tests.
+		"--cluster.listen-address=",
+		"--log.level=debug",
 	}
+	if opts.TLS != nil || len(opts.Users) > 0 {
+		if opts.ReadyClient == nil {
+			t.Fatalf("kafkatest: a secured Alertmanager needs AlertmanagerOptions.ReadyClient")
+		}
+		webConfig := filepath.Join(a.dir, "web.yml")
+		if err := os.WriteFile(webConfig, alertmanagerWebConfig(t, opts), 0o600); err != nil {
+			t.Fatalf("kafkatest: %v", err)
+		}
+		argv = append(argv, "--web.config.file="+webConfig)
+	}
+	a.proc = &process{name: "alertmanager", argv: argv, outPath: filepath.Join(a.dir, "alertmanager.log")}
 	t.Cleanup(a.Stop)
 	began := time.Now()
 	a.mu.Lock()
@@ -88,7 +127,13 @@ func StartAlertmanager(t testing.TB, webhookURL string) *Alertmanager {
 
 // URL returns the Alertmanager's base URL, http://127.0.0.1:port, the same
 // across Stop and Start. Alerts are posted to URL()+"/api/v2/alerts".
-func (a *Alertmanager) URL() string { return "http://127.0.0.1:" + strconv.Itoa(a.port) }
+// With TLS it is https://127.0.0.1:port.
+func (a *Alertmanager) URL() string {
+	if a.opts.TLS != nil {
+		return "https://127.0.0.1:" + strconv.Itoa(a.port)
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(a.port)
+}
 
 // LogFile returns the path of the Alertmanager's log (debug level: it records
 // every alert received and every notification sent).
@@ -146,6 +191,9 @@ func (a *Alertmanager) startLocked() error {
 // and the API serves.
 func (a *Alertmanager) waitReady(timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
+	if a.opts.ReadyClient != nil {
+		client = a.opts.ReadyClient
+	}
 	// Idle keep-alive connections would outlive the test as goroutines.
 	defer client.CloseIdleConnections()
 	deadline := time.NewTimer(timeout)
@@ -171,4 +219,30 @@ func (a *Alertmanager) waitReady(timeout time.Duration) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// alertmanagerWebConfig writes opts as an exporter-toolkit web config.
+func alertmanagerWebConfig(t testing.TB, opts AlertmanagerOptions) []byte {
+	t.Helper()
+	var b strings.Builder
+	if opts.TLS != nil {
+		q := func(s string) string { j, _ := json.Marshal(s); return string(j) }
+		fmt.Fprintf(&b, "tls_server_config:\n  cert_file: %s\n  key_file: %s\n", q(opts.TLS.CertFile), q(opts.TLS.KeyFile))
+		if opts.ClientCAFile != "" {
+			fmt.Fprintf(&b, "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: %s\n", q(opts.ClientCAFile))
+		}
+	}
+	if len(opts.Users) > 0 {
+		b.WriteString("basic_auth_users:\n")
+		for user, pass := range opts.Users {
+			// The lowest cost keeps Alertmanager's check of every request cheap.
+			hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+			if err != nil {
+				t.Fatalf("kafkatest: bcrypt: %v", err)
+			}
+			u, _ := json.Marshal(user)
+			fmt.Fprintf(&b, "  %s: %q\n", u, hash)
+		}
+	}
+	return []byte(b.String())
 }

@@ -3,6 +3,8 @@ package kafkatest_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -297,3 +299,60 @@ func TestFreePortDistinct(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// TestSecuredAlertmanager checks the harness's TLS, client-certificate and
+// basic-auth Alertmanager: it answers only a client that trusts its CA, shows
+// a certificate from the client CA and sends the right password.
+func TestSecuredAlertmanager(t *testing.T) {
+	ca := kafkatest.NewCA(t, "test-ca")
+	server := ca.Server(t, "alertmanager")
+	client := ca.Client(t, "monitor")
+	httpClient := func(certs []tls.Certificate, roots *x509.CertPool) *http.Client {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12}}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	}
+	good := httpClient([]tls.Certificate{client.Cert}, ca.Pool())
+	auth := func(c *http.Client, user, pass string) *http.Client {
+		return &http.Client{Timeout: c.Timeout, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			r = r.Clone(r.Context())
+			r.SetBasicAuth(user, pass)
+			return c.Transport.RoundTrip(r)
+		})}
+	}
+	am := kafkatest.StartAlertmanagerWith(t, "http://127.0.0.1:1/unused", kafkatest.AlertmanagerOptions{
+		TLS: &server, ClientCAFile: ca.CertFile, Users: map[string]string{"monitor": "s3cret"},
+		ReadyClient: auth(good, "monitor", "s3cret"),
+	})
+	if !strings.HasPrefix(am.URL(), "https://") {
+		t.Fatalf("URL %s is not https", am.URL())
+	}
+	get := func(c *http.Client) (int, error) {
+		resp, err := c.Get(am.URL() + "/api/v2/status")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get(auth(good, "monitor", "s3cret")); err != nil || code != http.StatusOK {
+		t.Errorf("right password: %d %v, want 200", code, err)
+	}
+	if code, err := get(auth(good, "monitor", "wrong")); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d %v, want 401", code, err)
+	}
+	if code, err := get(good); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("no password: %d %v, want 401", code, err)
+	}
+	other := kafkatest.NewCA(t, "other-ca").Client(t, "stranger")
+	if _, err := get(auth(httpClient([]tls.Certificate{other.Cert}, ca.Pool()), "monitor", "s3cret")); err == nil {
+		t.Errorf("a client certificate from another CA was accepted")
+	}
+	if _, err := get(auth(httpClient(nil, nil), "monitor", "s3cret")); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a client not trusting the CA: err %v, want a certificate error", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
