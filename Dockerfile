@@ -8,8 +8,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# Static binary (no cgo): the runtime image has no libc.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /monitor ./cmd/monitor \
+# Static binary (no cgo): the runtime image has no libc. VERSION and REVISION
+# (docker build --build-arg VERSION=$(git describe --always) --build-arg
+# REVISION=$(git rev-parse HEAD)) become `monitor --version` and
+# invmon_build_info; .git is not in the build context.
+ARG VERSION=devel
+ARG REVISION=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w \
+      -X github.com/prometheus/common/version.Version=${VERSION} \
+      -X github.com/prometheus/common/version.Revision=${REVISION}" -o /monitor ./cmd/monitor \
     && mkdir -p /state
 
 # distroless: no shell or package manager to patch, runs as uid 65532.

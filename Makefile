@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test deps vet demo bench dev-up dev-down
+.PHONY: test deps vet demo bench dev-up dev-down build
+
+# The binary with its version and revision (monitor --version, invmon_build_info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+build:
+	$(GO) build -ldflags "-X github.com/prometheus/common/version.Version=$(VERSION) -X github.com/prometheus/common/version.Revision=$(REVISION)" -o monitor ./cmd/monitor
 
 # Installs what is missing (Kafka jars, Alertmanager, kcat, docker-compose),
 # checks the compose file and the build, then runs every test, including the

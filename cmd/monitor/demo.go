@@ -46,7 +46,7 @@ func demoCmd() *cobra.Command {
 func printDemo(res *demo.Result) {
 	fmt.Printf("\nScenario %q, seed %d: %d events. Finished in %.1fs.\n\n", res.Scenario, res.Seed, res.Events, res.Elapsed.Seconds())
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "rule\tinjected\tfound\tmissed\tfalse_positives\tresolved late (found/injected)\t")
+	fmt.Fprintln(w, "rule\tinjected\tfound\tmissed\tfalse_positives\tresolved late (found/injected)\topen impact\t")
 	names := make([]string, 0, len(res.Rules))
 	for n := range res.Rules {
 		names = append(names, n)
@@ -54,7 +54,11 @@ func printDemo(res *demo.Result) {
 	sort.Strings(names)
 	for _, n := range names {
 		s := res.Rules[n]
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d/%d\t\n", n, s.Injected, s.Found, s.Missed, s.FalsePositives, s.ResolvedFound, s.ResolvedExpected)
+		open := res.Open[n].Text
+		if res.Open[n].Impact == nil {
+			open = "-" // a rule without impact.value: its count is in the table already
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\t\n", n, s.Injected, s.Found, s.Missed, s.FalsePositives, s.ResolvedFound, s.ResolvedExpected, open)
 	}
 	_ = w.Flush()
 	traps := make([]string, 0, len(res.Traps))

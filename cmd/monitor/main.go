@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/invmon/invmon/internal/buildinfo"
 )
 
 // exitError carries an exit code without printing anything more.
@@ -28,7 +31,9 @@ func main() {
 		Short:         "invmon watches Kafka business events for broken cross-entity invariants",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Version(),
 	}
+	root.SetVersionTemplate(strings.TrimPrefix(buildinfo.Print(), "\n") + "\n")
 	root.AddCommand(runCmd(), demoCmd(), rulesCmd(), simulateCmd(), benchCmd(), benchMonitorCmd())
 	root.AddCommand(replayCmd(), reportCmd())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -180,8 +180,12 @@ func printReplay(r *report.Report, dir string) {
 	fmt.Fprintf(w, "replay %s of %s to %s: %s\n", r.Run.ID, r.Window.From.Format(time.RFC3339), r.Window.To.Format(time.RFC3339), strings.ToUpper(r.Verdict))
 	fmt.Fprintln(w, "rule\tverdict\tchecked\tviolating\topen\tresolved\topen impact\treasons")
 	for _, rule := range r.Rules {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%.2f %s\t%s\n", rule.Name, rule.Verdict, rule.EntitiesChecked, rule.EntitiesViolating,
-			rule.Open, rule.Resolved, rule.OpenImpact, rule.ImpactUnit, strings.Join(rule.Reasons, "; "))
+		openImpact := "-"
+		if u := rule.Unit(); !u.Counted {
+			openImpact = u.Text(rule.OpenImpact)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", rule.Name, rule.Verdict, rule.EntitiesChecked, rule.EntitiesViolating,
+			rule.Open, rule.Resolved, openImpact, strings.Join(rule.Reasons, "; "))
 	}
 	_ = w.Flush()
 	covered, total := 0, 0

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -24,10 +25,17 @@ type Aggregate struct {
 	Count int
 	// Customers is the number of distinct non-empty Violation.Customer values.
 	Customers int
-	// Total is the sum of Violation.Impact.
+	// Total is the sum of Violation.Impact, rounded to the unit's precision
+	// (a sum of cents is a whole number of cents, not 60736.679999999986).
+	// For a rule without impact.value it equals Count.
 	Total float64
-	// ImpactUnit is the rule's RuleSpec.ImpactUnit (for example "USD"), for display.
+	// TotalText is Total as a person reads it: "60,736.68 USD", or
+	// "201 violations" for a rule without impact.value.
+	TotalText string
+	// ImpactUnit is the rule's impact.unit (for example "USD"), for display.
 	ImpactUnit string
+	// Unit is the rule's impact unit with its precision.
+	Unit quantity.Unit
 	// Top holds at most TopN open violations, highest impact first (ties by
 	// key, then id, so annotations do not flap between equal entities).
 	Top []violation.Violation
@@ -36,8 +44,8 @@ type Aggregate struct {
 // aggregate summarizes open in one pass: the top entities are kept by
 // insertion into a TopN-long slice, not by sorting every open violation on
 // every tick.
-func aggregate(rule, unit string, open map[string]violation.Violation) Aggregate {
-	agg := Aggregate{Rule: rule, Count: len(open), ImpactUnit: unit}
+func aggregate(rule string, unit quantity.Unit, open map[string]violation.Violation) Aggregate {
+	agg := Aggregate{Rule: rule, Count: len(open), ImpactUnit: unit.Name, Unit: unit}
 	customers := make(map[string]struct{})
 	for _, v := range open {
 		agg.Total += v.Impact
@@ -59,6 +67,8 @@ func aggregate(rule, unit string, open map[string]violation.Violation) Aggregate
 		}
 	}
 	agg.Customers = len(customers)
+	agg.Total = unit.Round(agg.Total)
+	agg.TotalText = unit.Text(agg.Total)
 	return agg
 }
 
@@ -72,31 +82,22 @@ func ranksBefore(a, b violation.Violation) bool {
 	return a.ID < b.ID
 }
 
-// formatNumber prints an impact without float noise: 1500, 12.5.
-func formatNumber(f float64) string {
-	return strconv.FormatFloat(f, 'f', -1, 64)
-}
-
-func withUnit(f float64, unit string) string {
-	if unit == "" {
-		return formatNumber(f)
-	}
-	return formatNumber(f) + " " + unit
-}
-
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
-	return strconv.Itoa(n) + " " + many
+	return quantity.Int(n) + " " + many
 }
 
 // countsSentence is the heart of the summary: "3 open violations,
-// 2 customers, total impact 150 USD".
+// 2 customers, total impact 150.00 USD". A rule without impact.value has
+// no impact to state beyond its count.
 func countsSentence(agg Aggregate) string {
-	return fmt.Sprintf("%s, %s, total impact %s",
-		plural(agg.Count, "open violation", "open violations"),
-		plural(agg.Customers, "customer", "customers"), withUnit(agg.Total, agg.ImpactUnit))
+	s := plural(agg.Count, "open violation", "open violations") + ", " + plural(agg.Customers, "customer", "customers")
+	if agg.Unit.Counted {
+		return s
+	}
+	return s + ", total impact " + agg.TotalText
 }
 
 // defaultAnnotations are what a responder needs first: how many, how many
@@ -106,16 +107,27 @@ func defaultAnnotations(agg Aggregate, runbookURL string) map[string]string {
 		"summary":         agg.Rule + ": " + countsSentence(agg),
 		"open_violations": strconv.Itoa(agg.Count),
 		"customers":       strconv.Itoa(agg.Customers),
-		"total_impact":    formatNumber(agg.Total),
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Rule %s has %s affecting %s with a total impact of %s.",
-		agg.Rule, plural(agg.Count, "open violation", "open violations"),
-		plural(agg.Customers, "customer", "customers"), withUnit(agg.Total, agg.ImpactUnit))
+	fmt.Fprintf(&b, "Rule %s has %s affecting %s", agg.Rule,
+		plural(agg.Count, "open violation", "open violations"), plural(agg.Customers, "customer", "customers"))
+	if agg.Unit.Counted {
+		b.WriteString(".")
+	} else {
+		ann["total_impact"] = agg.Unit.Plain(agg.Total)
+		fmt.Fprintf(&b, " with a total impact of %s.", agg.TotalText)
+	}
 	if len(agg.Top) > 0 {
-		fmt.Fprintf(&b, "\nTop %d by impact:", len(agg.Top))
+		if agg.Unit.Counted {
+			fmt.Fprintf(&b, "\nFirst %d by key:", len(agg.Top))
+		} else {
+			fmt.Fprintf(&b, "\nTop %d by impact:", len(agg.Top))
+		}
 		for _, v := range agg.Top {
-			fmt.Fprintf(&b, "\n- key=%s customer=%s impact=%s", v.Key, orDash(v.Customer), withUnit(v.Impact, agg.ImpactUnit))
+			fmt.Fprintf(&b, "\n- key=%s customer=%s", v.Key, orDash(v.Customer))
+			if !agg.Unit.Counted {
+				fmt.Fprintf(&b, " impact=%s", agg.Unit.Text(v.Impact))
+			}
 		}
 	}
 	ann["description"] = b.String()

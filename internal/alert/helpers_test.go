@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -236,7 +237,7 @@ var paymentRule = RuleSpec{
 	Name:       ruleName,
 	Labels:     map[string]string{"team": "payments"},
 	RunbookURL: "https://runbooks.example/payment-without-ledger",
-	ImpactUnit: "USD",
+	Impact:     quantity.UnitOf("USD", true),
 }
 
 func openViolation(rule, key, customer string, impact float64) violation.Violation {

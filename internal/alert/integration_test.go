@@ -56,10 +56,10 @@ func TestRealAlertmanager(t *testing.T) {
 		if firing.Fingerprint != fingerprint(want) {
 			t.Errorf("fingerprint = %s, want %s", firing.Fingerprint, fingerprint(want))
 		}
-		if s := firing.Annotations["summary"]; s != ruleName+": 1 open violation, 1 customer, total impact 120 USD" {
+		if s := firing.Annotations["summary"]; s != ruleName+": 1 open violation, 1 customer, total impact 120.00 USD" {
 			t.Errorf("summary = %q", s)
 		}
-		if d := firing.Annotations["description"]; !strings.Contains(d, "key=pay-1 customer=acct-1 impact=120 USD") {
+		if d := firing.Annotations["description"]; !strings.Contains(d, "key=pay-1 customer=acct-1 impact=120.00 USD") {
 			t.Errorf("description = %q: want the top entity", d)
 		}
 		if firing.Annotations["runbook_url"] != paymentRule.RunbookURL {

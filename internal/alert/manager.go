@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -90,9 +91,11 @@ type RuleSpec struct {
 	Annotations map[string]string
 	// RunbookURL becomes the runbook_url annotation. Default none.
 	RunbookURL string
-	// ImpactUnit is printed after impact amounts (for example "USD").
-	// Default none.
-	ImpactUnit string
+	// Impact is the unit of the rule's impact: amounts are rounded to its
+	// precision and printed with its name ("1,500.00 USD"). The zero value
+	// is a unit-less amount with two decimals; quantity.Count marks a rule
+	// without impact.value, whose alerts state counts only.
+	Impact quantity.Unit
 	// Severity picks the tier from the rule's open violations. Nil means
 	// DefaultSeverity ("page"). Returning "" means "no alert at this level".
 	// If it fails, the alert keeps the severity it fires with, or pages when
@@ -570,7 +573,7 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 	for _, cr := range m.rules {
 		name := cr.spec.Name
 		current[name] = true
-		agg := aggregate(name, cr.spec.ImpactUnit, m.open[name])
+		agg := aggregate(name, cr.spec.Impact, m.open[name])
 		m.metrics.openViolations.WithLabelValues(name).Set(float64(agg.Count))
 		m.metrics.openImpact.WithLabelValues(name).Set(agg.Total)
 		if !ready || agg.Count == 0 {

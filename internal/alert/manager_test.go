@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -84,7 +85,7 @@ func TestAnnotationsCarryTheSummaryAndNoEntityInLabels(t *testing.T) {
 	}
 	m := readyManager(t, testConfig(clk, am.URL()), memDB(t), rule)
 	var vs []violation.Violation
-	for i, impact := range []float64{5, 700, 40, 700, 3, 90, 12.5} {
+	for i, impact := range []float64{5, 700, 40, 700, 3, 90, 1012.5} {
 		vs = append(vs, openViolation(rule.Name, fmt.Sprintf("pay-%d", i), fmt.Sprintf("acct-%d", i%3), impact))
 	}
 	m.Observe(vs...)
@@ -97,20 +98,20 @@ func TestAnnotationsCarryTheSummaryAndNoEntityInLabels(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"summary":         "payment without/ledger: 7 open violations, 3 customers, total impact 1550.5 USD",
+		"summary":         "payment without/ledger: 7 open violations, 3 customers, total impact 2,550.50 USD",
 		"open_violations": "7",
 		"customers":       "3",
-		"total_impact":    "1550.5",
+		"total_impact":    "2550.50",
 		"runbook_url":     "https://runbooks.example/payment-without-ledger",
 		"dashboard":       "https://grafana.example/d/payments",
-		"headline":        "7 payments without ledger entry, 1550 USD at risk",
-		"description": "Rule payment without/ledger has 7 open violations affecting 3 customers with a total impact of 1550.5 USD.\n" +
+		"headline":        "7 payments without ledger entry, 2550 USD at risk",
+		"description": "Rule payment without/ledger has 7 open violations affecting 3 customers with a total impact of 2,550.50 USD.\n" +
 			"Top 5 by impact:\n" +
-			"- key=pay-1 customer=acct-1 impact=700 USD\n" +
-			"- key=pay-3 customer=acct-0 impact=700 USD\n" +
-			"- key=pay-5 customer=acct-2 impact=90 USD\n" +
-			"- key=pay-2 customer=acct-2 impact=40 USD\n" +
-			"- key=pay-6 customer=acct-0 impact=12.5 USD",
+			"- key=pay-6 customer=acct-0 impact=1,012.50 USD\n" +
+			"- key=pay-1 customer=acct-1 impact=700.00 USD\n" +
+			"- key=pay-3 customer=acct-0 impact=700.00 USD\n" +
+			"- key=pay-5 customer=acct-2 impact=90.00 USD\n" +
+			"- key=pay-2 customer=acct-2 impact=40.00 USD",
 	}
 	for k, w := range want {
 		if got := a.Annotations[k]; got != w {
@@ -448,7 +449,7 @@ func TestObserveIsIdempotent(t *testing.T) {
 	m.Observe(v1)
 	tick(t, m)
 	a := only(t, am.takeOne(t))
-	if a.Annotations["open_violations"] != "2" || a.Annotations["total_impact"] != "150" {
+	if a.Annotations["open_violations"] != "2" || a.Annotations["total_impact"] != "150.00" {
 		t.Fatalf("after duplicate observes: %v", a.Annotations)
 	}
 
@@ -464,7 +465,7 @@ func TestObserveIsIdempotent(t *testing.T) {
 	m.Observe(r2, r2, resolve(openViolation(ruleName, "pay-9", "", 1), clk.Now()))
 	tick(t, m)
 	a = only(t, am.takeOne(t))
-	if a.Annotations["open_violations"] != "1" || a.Annotations["total_impact"] != "100" {
+	if a.Annotations["open_violations"] != "1" || a.Annotations["total_impact"] != "100.00" {
 		t.Fatalf("after duplicate resolutions: %v", a.Annotations)
 	}
 	if got := testutil.ToFloat64(m.metrics.openViolations.WithLabelValues(ruleName)); got != 1 {
@@ -633,7 +634,7 @@ func TestRuleSummaryLeadsTheCountsUnlessItIsATemplate(t *testing.T) {
 		{
 			name:        "plain",
 			annotations: map[string]string{"summary": "Captured payments without a ledger entry", "description": "Money moved, books did not."},
-			wantSummary: "Captured payments without a ledger entry: 2 open violations, 1 customer, total impact 30 USD",
+			wantSummary: "Captured payments without a ledger entry: 2 open violations, 1 customer, total impact 30.00 USD",
 			wantDescPfx: "Money moved, books did not.\n\nRule payment_without_ledger has 2 open violations",
 		},
 		{
@@ -664,5 +665,43 @@ func TestRuleSummaryLeadsTheCountsUnlessItIsATemplate(t *testing.T) {
 	}
 	if err := (RuleSpec{Name: "r", Annotations: map[string]string{"x": "{{ $value }}"}}).Validate(); err == nil {
 		t.Error("Validate accepted a template with an undefined variable")
+	}
+}
+
+// A rule without impact.value counts violations: its alert states the count
+// and never a "total impact" that would read as money; an amount summed from
+// floats is printed in its unit's precision, never with binary noise.
+func TestImpactReadsInItsUnit(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		unit        quantity.Unit
+		impacts     []float64
+		wantSummary string
+		wantTotal   string
+	}{
+		{"count", quantity.Count, []float64{1, 1, 1}, "payment_without_ledger: 3 open violations, 2 customers", ""},
+		{"money", quantity.UnitOf("USD", true), []float64{0.1, 0.2, 60736.38}, "payment_without_ledger: 3 open violations, 2 customers, total impact 60,736.68 USD", "60736.68"},
+		{"yen", quantity.UnitOf("JPY", true), []float64{1000.4, 2000.4, 0.4}, "payment_without_ledger: 3 open violations, 2 customers, total impact 3,001 JPY", "3001"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			am := newRecorder(t)
+			rule := paymentRule
+			rule.Impact = tc.unit
+			m := readyManager(t, testConfig(newClock(), am.URL()), memDB(t), rule)
+			for i, impact := range tc.impacts {
+				m.Observe(openViolation(ruleName, fmt.Sprintf("pay-%d", i), fmt.Sprintf("acct-%d", i%2), impact))
+			}
+			tick(t, m)
+			a := only(t, am.takeOne(t))
+			if a.Annotations["summary"] != tc.wantSummary {
+				t.Errorf("summary = %q, want %q", a.Annotations["summary"], tc.wantSummary)
+			}
+			if a.Annotations["total_impact"] != tc.wantTotal {
+				t.Errorf("total_impact = %q, want %q", a.Annotations["total_impact"], tc.wantTotal)
+			}
+			if tc.unit.Counted && strings.Contains(a.Annotations["description"], "impact") {
+				t.Errorf("a count reads as an impact: %q", a.Annotations["description"])
+			}
+		})
 	}
 }

@@ -65,6 +65,11 @@ type Options struct {
 	Logger *zap.Logger
 	// Progress, when set, receives one line per phase.
 	Progress func(string)
+	// Inspect, when set, is called once the verdict is in, while the
+	// monitor still runs and serves its HTTP interface at addr (the console
+	// at "/", the API): `monitor demo --serve` and the console test use it.
+	// An error from it fails the run.
+	Inspect func(ctx context.Context, addr string) error
 }
 
 // Result is what the demo found.
@@ -87,9 +92,24 @@ type Result struct {
 	DLQTopic    string         `json:"dlq_topic"`
 	// Blind lists the streams the monitor reported blind during the run, and
 	// BlindAfter those still blind at its end.
-	Blind      []string      `json:"blind,omitempty"`
-	BlindAfter []string      `json:"blind_at_end,omitempty"`
-	Elapsed    time.Duration `json:"-"`
+	Blind      []string `json:"blind,omitempty"`
+	BlindAfter []string `json:"blind_at_end,omitempty"`
+	// Open is, per rule, what is still open at the end: what its alert and
+	// the console show.
+	Open    map[string]Open `json:"open"`
+	Elapsed time.Duration   `json:"-"`
+}
+
+// Open is one rule's open violations at the end of the demo.
+type Open struct {
+	Violations int `json:"violations"`
+	Customers  int `json:"customers"`
+	// Impact is their summed impact rounded to the unit's precision;
+	// omitted for a rule without impact.value, whose impact is its count.
+	Impact *float64 `json:"impact,omitempty"`
+	Unit   string   `json:"unit,omitempty"`
+	// Text is the impact as a person reads it ("60,736.68 USD").
+	Text string `json:"text"`
 }
 
 // Delay summarizes detection delays.
@@ -271,6 +291,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	found, err := fetchViolations(ctx, m.HTTPAddr())
+	if err == nil && o.Inspect != nil {
+		err = o.Inspect(ctx, m.HTTPAddr())
+	}
 	stop()
 	if rerr := <-done; rerr != nil {
 		return nil, rerr
@@ -293,6 +316,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Live {
 		res.WallDelays = delays(found, func(v violation.Violation) time.Duration { return v.DetectedAt.Sub(v.Deadline) })
 	}
+	res.Open = openSummary(rs, found)
 	res.DeadLetters = m.Stats().DeadLetters
 	res.DLQTopic = cfg.Kafka.Group + ".dlq"
 	if len(poisoned) > 0 {
@@ -306,6 +330,41 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.BlindAfter = m.BlindStreams()
 	return res, nil
+}
+
+// openSummary sums each rule's open violations in the rule's unit.
+func openSummary(rs *rules.RuleSet, found []violation.Violation) map[string]Open {
+	out := map[string]Open{}
+	customers := map[string]map[string]bool{}
+	sums := map[string]float64{}
+	for _, r := range rs.Rules {
+		out[r.Name] = Open{}
+		customers[r.Name] = map[string]bool{}
+	}
+	for _, v := range found {
+		if v.State != violation.Open {
+			continue
+		}
+		o := out[v.Rule]
+		o.Violations++
+		out[v.Rule] = o
+		sums[v.Rule] += v.Impact
+		if v.Customer != "" && customers[v.Rule] != nil {
+			customers[v.Rule][v.Customer] = true
+		}
+	}
+	for _, r := range rs.Rules {
+		o, u := out[r.Name], r.Impact.Quantity()
+		o.Customers = len(customers[r.Name])
+		if u.Counted {
+			o.Text = u.Text(float64(o.Violations))
+		} else {
+			total := u.Round(sums[r.Name])
+			o.Impact, o.Unit, o.Text = &total, u.Name, u.Text(total)
+		}
+		out[r.Name] = o
+	}
+	return out
 }
 
 // waitRead waits until the monitor has handled records records.

@@ -103,7 +103,7 @@ alertmanager: {urls: [%q, %q], resend_interval: 2s}
 	capture("pay-1", "acct-1", 2500, time.Now())
 	for i, h := range hooks {
 		a := h.WaitFor(t, 30*time.Second, alert("firing", rule, "ticket", count("1")))
-		if a.Annotations["customers"] != "1" || a.Annotations["total_impact"] != "25" {
+		if a.Annotations["customers"] != "1" || a.Annotations["total_impact"] != "25.00" {
 			t.Errorf("Alertmanager %d: ticket annotations %v: want 1 customer and a total impact of 25", i, a.Annotations)
 		}
 	}
@@ -114,7 +114,7 @@ alertmanager: {urls: [%q, %q], resend_interval: 2s}
 	}
 	for i, h := range hooks {
 		a := h.WaitFor(t, 30*time.Second, alert("firing", rule, "page", count("4")))
-		if a.Annotations["customers"] != "4" || a.Annotations["total_impact"] != "12,625" && a.Annotations["total_impact"] != "12625" {
+		if a.Annotations["customers"] != "4" || a.Annotations["total_impact"] != "12625.00" {
 			t.Errorf("Alertmanager %d: page annotations %v: want 4 customers and 12625 USD", i, a.Annotations)
 		}
 		h.WaitFor(t, 30*time.Second, alert("resolved", rule, "ticket", nil))

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/invmon/invmon/internal/alert"
+	"github.com/invmon/invmon/internal/buildinfo"
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
@@ -85,7 +86,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		opts.Now = time.Now
 	}
 	m := &Monitor{opts: opts, log: opts.Logger, reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildinfo.Collector())
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -183,7 +184,7 @@ func RuleSpecs(rs *rules.RuleSet) []alert.RuleSpec {
 			Labels:      r.Labels,
 			Annotations: r.Annotations,
 			RunbookURL:  r.Annotations["runbook_url"],
-			ImpactUnit:  r.Impact.Unit,
+			Impact:      r.Impact.Quantity(),
 			Severity: func(a alert.Aggregate) (string, error) {
 				return r.SeverityOf(rules.Aggregate{Count: a.Count, Customers: a.Customers, Total: a.Total})
 			},

@@ -3,6 +3,7 @@ package replay
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,7 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/buildinfo"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/report"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
@@ -26,7 +29,7 @@ func (r *runner) build(ctx context.Context, adm *kadm.Client) (*report.Report, e
 		Format:         report.FormatVersion,
 		RuleSetVersion: r.rs.Version,
 		Run: report.Run{
-			ID: plan.RunID, PlannedAt: plan.PlannedAt, FinishedAt: r.o.Now().UTC(), Resumes: plan.Resumes,
+			ID: plan.RunID, PlannedAt: plan.PlannedAt, FinishedAt: r.o.Now().UTC(), Resumes: plan.Resumes, MonitorVersion: buildinfo.Short(),
 			RateLimit: r.o.Rate, RecordsThisRun: r.readThisRun,
 		},
 		Window: report.Window{
@@ -147,7 +150,7 @@ func (r *runner) build(ctx context.Context, adm *kadm.Client) (*report.Report, e
 		}
 		rep.Rules = append(rep.Rules, rr)
 	}
-	rep.Customers = cohort(rep.Findings)
+	rep.Customers = cohort(rep.Findings, rep)
 	rep.Notes = r.notes(final, rep)
 	return rep, nil
 }
@@ -156,8 +159,9 @@ func (r *runner) build(ctx context.Context, adm *kadm.Client) (*report.Report, e
 func (r *runner) ruleResult(rule *rules.Rule, findings []report.Finding, checked int, notCovered map[string][]string, rep *report.Report) report.Rule {
 	rr := report.Rule{
 		Name: rule.Name, Kind: rule.Kind, Version: rule.Version, Topics: ruleTopics(rule), EntitiesChecked: checked,
-		ImpactUnit: rule.Impact.Unit, Reach: report.Duration(Reach(rule)),
+		ImpactUnit: rule.Impact.Unit, ImpactCounted: rule.Impact.Value == nil, Reach: report.Duration(Reach(rule)),
 	}
+	unit := rr.Unit()
 	violating, customers := map[string]bool{}, map[string]bool{}
 	for _, f := range findings {
 		if f.Rule != rule.Name {
@@ -176,8 +180,12 @@ func (r *runner) ruleResult(rule *rules.Rule, findings []report.Finding, checked
 		}
 	}
 	rr.EntitiesViolating, rr.Customers = len(violating), len(customers)
-	if rr.Open > 0 {
-		rr.Reasons = append(rr.Reasons, fmt.Sprintf("%d findings still open (impact %s)", rr.Open, strconv.FormatFloat(rr.OpenImpact, 'f', 2, 64)))
+	rr.OpenImpact, rr.TotalImpact = unit.Round(rr.OpenImpact), unit.Round(rr.TotalImpact)
+	switch {
+	case rr.Open > 0 && unit.Counted:
+		rr.Reasons = append(rr.Reasons, fmt.Sprintf("%s findings still open", quantity.Int(rr.Open)))
+	case rr.Open > 0:
+		rr.Reasons = append(rr.Reasons, fmt.Sprintf("%s findings still open (impact %s)", quantity.Int(rr.Open), unit.Text(rr.OpenImpact)))
 	}
 	for _, t := range rr.Topics {
 		rr.Reasons = append(rr.Reasons, notCovered[t]...)
@@ -243,8 +251,10 @@ func utcPtr(t *time.Time) *time.Time {
 	return &u
 }
 
-// cohort groups the findings by customer, largest open impact first.
-func cohort(findings []report.Finding) []report.Customer {
+// cohort groups the findings by customer, with their impact summed per
+// unit; most open findings first (amounts in different units do not
+// compare).
+func cohort(findings []report.Finding, rep *report.Report) []report.Customer {
 	by := map[string]*report.Customer{}
 	rulesOf := map[string]map[string]bool{}
 	for _, f := range findings {
@@ -258,10 +268,20 @@ func cohort(findings []report.Finding) []report.Customer {
 			rulesOf[f.Customer] = map[string]bool{}
 		}
 		c.Findings++
-		c.TotalImpact += f.Impact
-		if f.State == string(violation.Open) {
+		open := f.State == string(violation.Open)
+		if open {
 			c.Open++
-			c.OpenImpact += f.Impact
+		}
+		if u := rep.UnitOf(f.Rule); !u.Counted {
+			i := slices.IndexFunc(c.Impacts, func(a report.Amount) bool { return a.Unit == u.Name })
+			if i < 0 {
+				i = len(c.Impacts)
+				c.Impacts = append(c.Impacts, report.Amount{Unit: u.Name})
+			}
+			c.Impacts[i].Total = u.Round(c.Impacts[i].Total + f.Impact)
+			if open {
+				c.Impacts[i].Open = u.Round(c.Impacts[i].Open + f.Impact)
+			}
 		}
 		rulesOf[f.Customer][f.Rule] = true
 	}
@@ -272,11 +292,11 @@ func cohort(findings []report.Finding) []report.Customer {
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
-		if a.OpenImpact != b.OpenImpact {
-			return a.OpenImpact > b.OpenImpact
+		if a.Open != b.Open {
+			return a.Open > b.Open
 		}
-		if a.TotalImpact != b.TotalImpact {
-			return a.TotalImpact > b.TotalImpact
+		if a.Findings != b.Findings {
+			return a.Findings > b.Findings
 		}
 		return a.Customer < b.Customer
 	})

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 // The timeline chart is computed here and drawn by the HTML template as
@@ -24,6 +26,8 @@ type chart struct {
 	Legend                     []chartLegend
 	Empty                      bool
 	YLabel, Y2Label            string
+	// Totals state the cumulative impact per unit in words, under the chart.
+	Totals []string
 	// LabelY is the baseline of the axis titles, between legend and plot.
 	LabelY float64
 }
@@ -55,9 +59,23 @@ type chartLegend struct {
 	IsLine             bool
 }
 
+// unitStrokes tell the cumulative impact lines of different units apart.
+var unitStrokes = []string{"#000", "#7a4f00", "#00507a", "#6b006b"}
+
+// unitSeries is the impact of one unit per time bucket.
+type unitSeries struct {
+	unit      quantity.Unit
+	open, all []float64
+}
+
 // timeline builds the chart: per time bucket of the window, findings per
 // rule stacked by trigger event time (open solid, resolved pale), and the
-// cumulative impact of all findings and of those still open on a second axis.
+// cumulative impact of all findings and of those still open on a second
+// axis, one pair of lines per impact unit: amounts in different units are
+// never summed. With one unit the axis is in that unit; with several, each
+// unit's lines are drawn to their own scale (the axis reads as a share of
+// the unit's total) and the totals are stated under the chart. Rules
+// without impact.value have counts, drawn by the bars, and no line.
 func timeline(r *Report) chart {
 	c := chart{Width: 960, PlotX: 64, PlotH: 220, YLabel: "findings", Y2Label: "cumulative impact"}
 	c.PlotW = float64(c.Width) - c.PlotX - 88
@@ -77,8 +95,8 @@ func timeline(r *Report) chart {
 	}
 	type cell struct{ open, resolved int }
 	counts := make([]map[string]*cell, buckets)
-	openImpact := make([]float64, buckets)
-	allImpact := make([]float64, buckets)
+	var series []*unitSeries
+	seriesOf := map[string]*unitSeries{}
 	for _, f := range r.Findings {
 		i := int(f.EventTime.Sub(r.Window.From) / width)
 		if i < 0 || i >= buckets {
@@ -92,10 +110,21 @@ func timeline(r *Report) chart {
 			cl = &cell{}
 			counts[i][f.Rule] = cl
 		}
-		allImpact[i] += f.Impact
+		u := r.UnitOf(f.Rule)
+		s := seriesOf[u.Key()]
+		if s == nil && !u.Counted {
+			s = &unitSeries{unit: u, open: make([]float64, buckets), all: make([]float64, buckets)}
+			seriesOf[u.Key()] = s
+			series = append(series, s)
+		}
+		if s != nil {
+			s.all[i] += f.Impact
+		}
 		if f.State == "open" {
 			cl.open++
-			openImpact[i] += f.Impact
+			if s != nil {
+				s.open[i] += f.Impact
+			}
 		} else {
 			cl.resolved++
 		}
@@ -112,15 +141,26 @@ func timeline(r *Report) chart {
 		maxStack = max(maxStack, n)
 	}
 	yMax := niceCeil(float64(maxStack))
-	var cumAll, cumOpen float64
-	allPts := make([]float64, buckets)
-	openPts := make([]float64, buckets)
-	for i := range buckets {
-		cumAll += allImpact[i]
-		cumOpen += openImpact[i]
-		allPts[i], openPts[i] = cumAll, cumOpen
+	for _, s := range series {
+		var cumAll, cumOpen float64
+		for i := range buckets {
+			cumAll += s.all[i]
+			cumOpen += s.open[i]
+			s.all[i], s.open[i] = cumAll, cumOpen
+		}
 	}
-	y2Max := niceCeil(cumAll)
+	y2Max := 1.0 // a share of each unit's total, when there are several
+	switch len(series) {
+	case 0:
+		c.Y2Label = ""
+	case 1:
+		y2Max = niceCeil(series[0].all[buckets-1])
+		if series[0].unit.Name != "" {
+			c.Y2Label = "cumulative impact (" + series[0].unit.Name + ")"
+		}
+	default:
+		c.Y2Label = "cumulative impact, share of each unit's total"
+	}
 	bw := c.PlotW / buckets
 	// Rules stack in the report's order; a finding of a rule the report does
 	// not list (a hand-edited file) still shows, after them.
@@ -150,10 +190,16 @@ func timeline(r *Report) chart {
 		lx, ly := place(16 + float64(len(name))*6.2 + 18)
 		c.Legend = append(c.Legend, chartLegend{X: round1(lx), Y: ly, TX: round1(lx + 16), TY: ly + 10, Fill: colour[name], Label: name})
 	}
-	for _, l := range []chartLegend{{Stroke: "#000", Label: "open impact"}, {Stroke: "#444", Dash: "6 4", Label: "all impact"}} {
-		lx, ly := place(30 + float64(len(l.Label))*6.2 + 18)
-		l.IsLine, l.X, l.X2, l.Y, l.TX, l.TY = true, round1(lx), round1(lx+24), ly+6, round1(lx+30), ly+10
-		c.Legend = append(c.Legend, l)
+	for i, s := range series {
+		stroke, suffix := unitStrokes[i%len(unitStrokes)], ""
+		if len(series) > 1 {
+			suffix = " (" + s.unit.Name + ")"
+		}
+		for _, l := range []chartLegend{{Stroke: stroke, Label: "open impact" + suffix}, {Stroke: stroke, Dash: "6 4", Label: "all impact" + suffix}} {
+			lx, ly := place(30 + float64(len(l.Label))*6.2 + 18)
+			l.IsLine, l.X, l.X2, l.Y, l.TX, l.TY = true, round1(lx), round1(lx+24), ly+6, round1(lx+30), ly+10
+			c.Legend = append(c.Legend, l)
+		}
 	}
 	c.LabelY = 6 + row + 34
 	c.PlotY = c.LabelY + 10
@@ -183,16 +229,24 @@ func timeline(r *Report) chart {
 			}
 		}
 	}
-	line := func(pts []float64) string {
+	line := func(pts []float64, scale float64) string {
 		s := fmt.Sprintf("%.1f,%.1f", c.PlotX, c.PlotY+c.PlotH)
 		for i, v := range pts {
-			s += fmt.Sprintf(" %.1f,%.1f", c.PlotX+float64(i+1)*bw, c.PlotY+c.PlotH-v/y2Max*c.PlotH)
+			s += fmt.Sprintf(" %.1f,%.1f", c.PlotX+float64(i+1)*bw, c.PlotY+c.PlotH-v/scale*c.PlotH)
 		}
 		return s
 	}
-	c.Lines = []chartLine{
-		{Points: line(allPts), Stroke: "#444", Dash: "6 4", Title: fmt.Sprintf("impact of all findings: %s", num(cumAll))},
-		{Points: line(openPts), Stroke: "#000", Title: fmt.Sprintf("impact of findings still open: %s", num(cumOpen))},
+	for i, s := range series {
+		stroke := unitStrokes[i%len(unitStrokes)]
+		all, open := s.all[buckets-1], s.open[buckets-1]
+		scale := y2Max
+		if len(series) > 1 {
+			scale = math.Max(all, math.SmallestNonzeroFloat64)
+		}
+		c.Lines = append(c.Lines,
+			chartLine{Points: line(s.all, scale), Stroke: stroke, Dash: "6 4", Title: "impact of all findings: " + s.unit.Text(all)},
+			chartLine{Points: line(s.open, scale), Stroke: stroke, Title: "impact of findings still open: " + s.unit.Text(open)})
+		c.Totals = append(c.Totals, fmt.Sprintf("%s of all findings, %s still open", s.unit.Text(all), s.unit.Text(open)))
 	}
 	bottom := c.PlotY + c.PlotH
 	right := c.PlotX + c.PlotW
@@ -200,9 +254,18 @@ func timeline(r *Report) chart {
 		y := round1(bottom - v/yMax*c.PlotH)
 		c.YTicks = append(c.YTicks, chartTick{X1: c.PlotX, Y1: y, X2: right, Y2: y, TX: c.PlotX - 6, TY: y + 4, Anchor: "end", Label: trimNum(v)})
 	}
-	for _, v := range ticks(y2Max) {
-		y := round1(bottom - v/y2Max*c.PlotH)
-		c.Y2Ticks = append(c.Y2Ticks, chartTick{X1: right, Y1: y, X2: right + 4, Y2: y, TX: right + 8, TY: y + 4, Anchor: "start", Label: trimNum(v)})
+	switch len(series) {
+	case 0:
+	case 1:
+		for _, v := range ticks(y2Max) {
+			y := round1(bottom - v/y2Max*c.PlotH)
+			c.Y2Ticks = append(c.Y2Ticks, chartTick{X1: right, Y1: y, X2: right + 4, Y2: y, TX: right + 8, TY: y + 4, Anchor: "start", Label: trimNum(v)})
+		}
+	default:
+		for i := 0; i <= 4; i++ {
+			y := round1(bottom - float64(i)/4*c.PlotH)
+			c.Y2Ticks = append(c.Y2Ticks, chartTick{X1: right, Y1: y, X2: right + 4, Y2: y, TX: right + 8, TY: y + 4, Anchor: "start", Label: fmt.Sprintf("%d%%", i*25)})
+		}
 	}
 	layout := "15:04:05"
 	if span > 24*time.Hour {

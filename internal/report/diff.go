@@ -3,9 +3,12 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 // Diff compares two reports, typically of the same window before and after
@@ -27,6 +30,8 @@ type Diff struct {
 	// Warnings say why the comparison may mislead: different windows,
 	// changed rule versions, partitions the later run did not cover.
 	Warnings []string `json:"warnings,omitempty"`
+	// units is each rule's impact unit, the later report's first.
+	units map[string]quantity.Unit
 }
 
 // DiffSide identifies one of the two reports.
@@ -65,7 +70,11 @@ const Absent = "absent"
 
 // Compare computes what changed from a to b.
 func Compare(a, b *Report) *Diff {
-	d := &Diff{Before: side(a), After: side(b), Fixed: []DiffItem{}, StillOpen: []DiffItem{}, New: []DiffItem{}}
+	d := &Diff{Before: side(a), After: side(b), Fixed: []DiffItem{}, StillOpen: []DiffItem{}, New: []DiffItem{},
+		units: map[string]quantity.Unit{}}
+	for _, r := range append(slices.Clone(a.Rules), b.Rules...) {
+		d.units[r.Name] = r.Unit()
+	}
 	key := func(f Finding) string { return f.Rule + "\x00" + f.Key + "\x00" + f.TriggerEventID }
 	before := map[string]Finding{}
 	for _, f := range a.Findings {
@@ -205,7 +214,7 @@ func (d *Diff) Text(w io.Writer) error {
 		p.f("\n%s:\n", sec.name)
 		for _, it := range sec.items {
 			p.f("  %s  %-42s %-24s %s -> %s  impact %s  customer %s  event %s\n", ts(it.EventTime), it.Rule, it.Key,
-				it.Before, it.After, num(it.Impact), orDash(it.Customer), it.TriggerEventID)
+				it.Before, it.After, impact(d.units[it.Rule], it.Impact), orDash(it.Customer), it.TriggerEventID)
 		}
 	}
 	return p.err

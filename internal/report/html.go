@@ -16,11 +16,11 @@ var htmlSource string
 // context (text, attribute, SVG attribute), so entity keys and customer ids
 // from the data cannot inject markup into the report.
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"ts":    ts,
-	"num":   num,
-	"money": money,
-	"limit": limit,
-	"join":  strings.Join,
+	"ts":      ts,
+	"impact":  impact,
+	"amounts": amounts,
+	"limit":   limit,
+	"join":    strings.Join,
 	"short": func(t time.Time) string {
 		if t.IsZero() {
 			return "-"

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 // Markdown writes the report as Markdown, for a ticket or an incident
@@ -26,7 +28,7 @@ func Markdown(w io.Writer, r *Report) error {
 	p.f("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, rule := range r.Rules {
 		p.f("| %s | %s | `%s` | **%s** | %d | %d | %d | %d | %s | %d | %s | %s |\n", md(rule.Name), rule.Kind, rule.Version, rule.Verdict,
-			rule.EntitiesChecked, rule.EntitiesViolating, rule.Open, rule.Resolved, money(rule.OpenImpact, rule.ImpactUnit),
+			rule.EntitiesChecked, rule.EntitiesViolating, rule.Open, rule.Resolved, impact(rule.Unit(), rule.OpenImpact),
 			rule.Customers, ts(rule.JudgedThrough), md(strings.Join(rule.Reasons, "; ")))
 	}
 
@@ -49,7 +51,7 @@ func Markdown(w io.Writer, r *Report) error {
 	} else {
 		p.f("| customer | findings | open | open impact | total impact | rules |\n|---|---:|---:|---:|---:|---|\n")
 		for _, c := range r.Customers {
-			p.f("| %s | %d | %d | %s | %s | %s |\n", md(c.Customer), c.Findings, c.Open, num(c.OpenImpact), num(c.TotalImpact), md(strings.Join(c.Rules, ", ")))
+			p.f("| %s | %d | %d | %s | %s | %s |\n", md(c.Customer), c.Findings, c.Open, amounts(c.Impacts, true), amounts(c.Impacts, false), md(strings.Join(c.Rules, ", ")))
 		}
 	}
 
@@ -65,7 +67,7 @@ func Markdown(w io.Writer, r *Report) error {
 				resolved = ts(*f.ResolvedAt)
 			}
 			p.f("| %s | %s | %s | %s | %s | %s | %s[%d]@%d | %s | %s | %s | %s | `%s` |\n", ts(f.EventTime), md(f.Rule), md(f.Key), f.State,
-				num(f.Impact), md(f.Customer), md(f.Source.Topic), f.Source.Partition, f.Source.Offset, ts(f.Deadline), ts(f.DetectedAt),
+				impact(r.UnitOf(f.Rule), f.Impact), md(f.Customer), md(f.Source.Topic), f.Source.Partition, f.Source.Offset, ts(f.Deadline), ts(f.DetectedAt),
 				resolved, md(f.Detail), f.ID)
 		}
 	}
@@ -90,6 +92,9 @@ func Markdown(w io.Writer, r *Report) error {
 	}
 	p.f("\n---\nRun %s, planned %s, finished %s, resumed %d times; %d records read in %.1fs (%.0f records/s, limit %s).\n",
 		r.Run.ID, ts(r.Run.PlannedAt), ts(r.Run.FinishedAt), r.Run.Resumes, r.Run.RecordsThisRun, r.Run.ReadSeconds, r.Run.RecordsPerSecond, limit(r.Run.RateLimit))
+	if r.Run.MonitorVersion != "" {
+		p.f("Written by %s.\n", r.Run.MonitorVersion)
+	}
 	return p.err
 }
 
@@ -123,13 +128,29 @@ func yesNo(b bool) string {
 	return "**no**"
 }
 
-func num(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
-
-func money(f float64, unit string) string {
-	if unit == "" {
-		return num(f)
+// impact is an amount in its unit ("1,234.50 USD"); a rule without
+// impact.value has no amount to show, its counts are in their own columns.
+func impact(u quantity.Unit, v float64) string {
+	if u.Counted {
+		return "-"
 	}
-	return num(f) + " " + unit
+	return u.Text(v)
+}
+
+// amounts lists a customer's open or total impact, one sum per unit.
+func amounts(as []Amount, open bool) string {
+	var parts []string
+	for _, a := range as {
+		v := a.Total
+		if open {
+			v = a.Open
+		}
+		parts = append(parts, quantity.UnitOf(a.Unit, true).Text(v))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func limit(rate float64) string {

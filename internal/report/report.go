@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 // FormatVersion is the version of report.json's layout. A reader refuses
@@ -106,6 +108,9 @@ type Run struct {
 	// Alerted lists the rules whose open findings --alert sent to
 	// Alertmanager (each pages when one of its severity tiers holds).
 	Alerted []string `json:"alerted,omitempty"`
+	// MonitorVersion is the build of invmon that wrote the report
+	// (buildinfo.Short).
+	MonitorVersion string `json:"monitor_version,omitempty"`
 }
 
 // Window is the judged window and how it was read.
@@ -154,10 +159,14 @@ type Rule struct {
 	// Open and Resolved count findings by state at the end.
 	Open     int `json:"open"`
 	Resolved int `json:"resolved"`
-	// OpenImpact and TotalImpact sum the impact of open and of all findings.
+	// OpenImpact and TotalImpact sum the impact of open and of all findings,
+	// rounded to the unit's precision.
 	OpenImpact  float64 `json:"open_impact"`
 	TotalImpact float64 `json:"total_impact"`
 	ImpactUnit  string  `json:"impact_unit,omitempty"`
+	// ImpactCounted is true for a rule without impact.value: its impact is
+	// a count of findings, never summed with amounts.
+	ImpactCounted bool `json:"impact_counted,omitempty"`
 	// Customers counts distinct customers with an open finding.
 	Customers int `json:"customers"`
 	// Waiting counts expectations still waiting for a deadline beyond the
@@ -237,12 +246,20 @@ type Finding struct {
 
 // Customer is one affected customer.
 type Customer struct {
-	Customer    string   `json:"customer"`
-	Findings    int      `json:"findings"`
-	Open        int      `json:"open"`
-	OpenImpact  float64  `json:"open_impact"`
-	TotalImpact float64  `json:"total_impact"`
-	Rules       []string `json:"rules"`
+	Customer string `json:"customer"`
+	Findings int    `json:"findings"`
+	Open     int    `json:"open"`
+	// Impacts sum the customer's impact per unit: amounts in different
+	// units are never added, and rules without impact.value add none.
+	Impacts []Amount `json:"impacts,omitempty"`
+	Rules   []string `json:"rules"`
+}
+
+// Amount is a sum of impact in one unit, rounded to the unit's precision.
+type Amount struct {
+	Unit  string  `json:"unit"`
+	Open  float64 `json:"open"`
+	Total float64 `json:"total"`
 }
 
 // DeadLetter counts records of one topic-partition rejected for one reason.
@@ -363,6 +380,18 @@ func writeAtomic(path string, content []byte) error {
 }
 
 // RuleNamed returns the rule result with that name, or nil.
+// Unit returns the unit of the rule's impact, with its precision.
+func (r Rule) Unit() quantity.Unit { return quantity.UnitOf(r.ImpactUnit, !r.ImpactCounted) }
+
+// UnitOf returns the impact unit of the named rule; a rule the report does
+// not list is read as a count, so its impact never passes for money.
+func (r *Report) UnitOf(rule string) quantity.Unit {
+	if rr := r.RuleNamed(rule); rr != nil {
+		return rr.Unit()
+	}
+	return quantity.Count
+}
+
 func (r *Report) RuleNamed(name string) *Rule {
 	for i := range r.Rules {
 		if r.Rules[i].Name == name {

@@ -42,7 +42,7 @@ func sample() *Report {
 			finding("a_rule", "p4", "open", 4*time.Minute, 40),
 			finding("b_rule", "<script>alert(1)</script>|x", "open", 9*time.Minute, 5),
 		},
-		Customers:   []Customer{{Customer: "acct-p1", Findings: 1, Open: 1, OpenImpact: 10, TotalImpact: 10, Rules: []string{"a_rule"}}},
+		Customers:   []Customer{{Customer: "acct-p1", Findings: 1, Open: 1, Impacts: []Amount{{Unit: "USD", Open: 10, Total: 10}}, Rules: []string{"a_rule"}}},
 		DeadLetters: []DeadLetter{{Topic: "payments", Partition: 1, Reason: "malformed_json", Count: 1, Examples: []DeadLetterExample{{Offset: 3, Error: "bad"}}}},
 		Notes:       []string{"a note"},
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 const (
@@ -217,6 +219,10 @@ type Impact struct {
 	// Unit names Value's unit for humans, such as "USD".
 	Unit string
 }
+
+// Quantity returns the unit with its precision; a rule without Value
+// counts violations, and its impact is never summed with amounts.
+func (i Impact) Quantity() quantity.Unit { return quantity.UnitOf(i.Unit, i.Value != nil) }
 
 // Side is one side of a join: events of a stream, filtered, keyed.
 type Side struct {
