@@ -80,6 +80,8 @@ func runCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.RuleFiles, "rule-files", nil, "rule file globs, comma-separated")
 	f.StringVar(&cfg.HTTP.Listen, "http.listen", cfg.HTTP.Listen, "HTTP listen address for /metrics, health and API")
 	f.StringVar(&cfg.HTTP.ExternalURL, "http.external-url", cfg.HTTP.ExternalURL, "URL users reach the monitor at (alert links)")
+	f.StringVar(&cfg.HTTP.WebConfigFile, "web.config.file", "", "exporter-toolkit web configuration: TLS, client certificates, basic auth (as Prometheus takes it)")
+	f.BoolVar(&cfg.HTTP.OpenHealthChecks, "http.open-health-checks", false, "serve /healthz and /readyz without basic auth")
 	f.StringSliceVar(&cfg.Alertmanager.URLs, "alertmanager.url", nil, "Alertmanager base URL; repeat for HA")
 	f.DurationVar(&cfg.Alertmanager.ResendInterval, "alertmanager.resend-interval", cfg.Alertmanager.ResendInterval, "re-send period of firing alerts")
 	return cmd
@@ -103,6 +105,8 @@ func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
 	set("rule-files", func() { dst.RuleFiles = flags.RuleFiles })
 	set("http.listen", func() { dst.HTTP.Listen = flags.HTTP.Listen })
 	set("http.external-url", func() { dst.HTTP.ExternalURL = flags.HTTP.ExternalURL })
+	set("web.config.file", func() { dst.HTTP.WebConfigFile = flags.HTTP.WebConfigFile })
+	set("http.open-health-checks", func() { dst.HTTP.OpenHealthChecks = flags.HTTP.OpenHealthChecks })
 	set("alertmanager.url", func() { dst.Alertmanager.URLs = flags.Alertmanager.URLs })
 	set("alertmanager.resend-interval", func() { dst.Alertmanager.ResendInterval = flags.Alertmanager.ResendInterval })
 }

@@ -77,6 +77,28 @@ type HTTP struct {
 	// ExternalURL is how users reach the monitor; alert links point there.
 	// Default "http://localhost:8080".
 	ExternalURL string `yaml:"external_url"`
+	// WebConfigFile is a Prometheus exporter-toolkit web configuration
+	// (the file Prometheus and Alertmanager take as --web.config.file): TLS,
+	// client certificates, bcrypt basic-auth users, response headers, a
+	// rate limit. Every path needs the credentials it asks for, except the
+	// health checks when OpenHealthChecks is set. Default "": plain HTTP
+	// without authentication (a warning is logged when the address is not
+	// loopback).
+	WebConfigFile string `yaml:"web_config_file"`
+	// OpenHealthChecks serves /healthz and /readyz without basic auth, for
+	// probes that carry no credentials. They say only "ok" or "ready". A
+	// required client certificate still applies. Default false.
+	OpenHealthChecks bool `yaml:"open_health_checks"`
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request. Default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing a response. Default 1m.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes kept-alive connections idle this long. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes limits the size of a request's headers. Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // Alertmanager configures where alerts go.
@@ -96,9 +118,11 @@ type Alertmanager struct {
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:        Kafka{Group: "invmon", ClientID: "invmon", Changelog: true},
-		StateDir:     "./invmon-state",
-		HTTP:         HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080"},
+		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true},
+		StateDir: "./invmon-state",
+		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 		Alertmanager: Alertmanager{ResendInterval: time.Minute},
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -34,6 +33,7 @@ import (
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/violation"
+	"github.com/invmon/invmon/internal/webserve"
 )
 
 // Options are what a Monitor is built from.
@@ -62,6 +62,7 @@ type Monitor struct {
 	alerts   *alert.Manager
 	outbox   *outbox.Publisher
 	listener net.Listener
+	web      *webserve.Server
 
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
@@ -168,11 +169,48 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		return nil, err
 	}
 	if cfg.HTTP.Listen != "" {
-		if m.listener, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-			return nil, fmt.Errorf("http listen: %w", err)
+		if err := m.listen(cfg.HTTP); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// listen binds the HTTP listener and wraps every route of internal/server in
+// the web configuration's TLS and authentication (only the health checks may
+// stay open), so a route added there is protected like the others.
+func (m *Monitor) listen(cfg config.HTTP) error {
+	var open []string
+	if cfg.OpenHealthChecks {
+		open = []string{"/healthz", "/readyz"}
+	}
+	handler := server.New(server.Sources{
+		Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
+	})
+	var err error
+	m.web, err = webserve.New(handler, webserve.Options{
+		WebConfigFile: cfg.WebConfigFile, OpenPaths: open,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Logger: m.log,
+	})
+	if err != nil {
+		return err
+	}
+	if m.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	sec := m.web.Security()
+	if !sec.Authenticated() && !webserve.IsLoopback(m.listener.Addr()) {
+		m.log.Warn("serving the API and /metrics without authentication on a non-loopback address: "+
+			"anyone who can reach it reads payment keys, customer ids and amounts; "+
+			"set http.web_config_file (--web.config.file) with basic_auth_users or client certificates, or listen on 127.0.0.1",
+			zap.String("address", m.listener.Addr().String()))
+	}
+	m.log.Info("http server", zap.String("address", m.listener.Addr().String()), zap.Bool("tls", sec.TLS),
+		zap.Bool("basic_auth", sec.BasicAuth), zap.Bool("client_certificates", sec.ClientCertificates),
+		zap.Bool("open_health_checks", cfg.OpenHealthChecks))
+	return nil
 }
 
 // RuleSpecs turns compiled rules into what the alert manager needs.
@@ -277,14 +315,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 		g.Go(func() error { return m.outbox.Run(ctx) })
 	}
 	if m.listener != nil {
-		srv := &http.Server{
-			Handler: server.New(server.Sources{
-				Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
-			}),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
 		g.Go(func() error {
-			if err := srv.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
+			if err := m.web.Serve(m.listener); err != nil {
 				return fmt.Errorf("http server: %w", err)
 			}
 			return nil
@@ -293,7 +325,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return srv.Shutdown(sctx)
+			return m.web.Shutdown(sctx)
 		})
 	}
 	return g.Wait()
