@@ -9,12 +9,15 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/sim"
 )
 
 func simulateCmd() *cobra.Command {
 	var (
 		brokers  []string
+		cfgPath  string
 		scenario string
 		seed     uint64
 		payments int
@@ -50,7 +53,27 @@ func simulateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5*time.Millisecond), kgo.AllowAutoTopicCreation())
+			// The configuration file, when given, supplies the cluster and its
+			// TLS and SASL settings exactly as `monitor run` uses them.
+			var kafka config.Kafka
+			if cfgPath != "" {
+				cfg, err := config.Load(cfgPath)
+				if err != nil {
+					return err
+				}
+				kafka = cfg.Kafka
+			}
+			if cfgPath == "" || cmd.Flags().Changed("brokers") {
+				kafka.Brokers = brokers
+			}
+			security, err := kafkaconn.Options(kafka)
+			if err != nil {
+				return err
+			}
+			if err := kafkaconn.Check(cmd.Context(), kafka.Brokers, security); err != nil {
+				return err
+			}
+			cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(kafka.Brokers...), kgo.ProducerLinger(5 * time.Millisecond), kgo.AllowAutoTopicCreation()}, security...)...)
 			if err != nil {
 				return err
 			}
@@ -78,7 +101,8 @@ func simulateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&brokers, "brokers", []string{"localhost:9092"}, "seed brokers")
+	f.StringSliceVar(&brokers, "brokers", []string{"localhost:9092"}, "seed brokers (default kafka.brokers of --config, else localhost:9092)")
+	f.StringVar(&cfgPath, "config", "", "monitor configuration file: its kafka section (brokers, TLS, SASL) reaches the cluster")
 	f.StringVar(&scenario, "scenario", "friday-rollback", "scenario: friday-rollback, clean or lagging-ledger")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	f.IntVar(&payments, "payments", 5000, "simulated payments")

@@ -7,11 +7,14 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -54,19 +57,82 @@ type Kafka struct {
 
 // TLS configures TLS to the brokers. Default off.
 type TLS struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// Enabled turns TLS on. Default false. Setting any other TLS field while
+	// this is false is an error, so a CA file never sits unused.
+	Enabled bool `yaml:"enabled"`
+	// Config takes the fields of Prometheus's tls_config: ca_file (default
+	// the system roots), cert_file and key_file (a client certificate, for
+	// brokers with ssl.client.auth=required), server_name (the name the
+	// broker certificate must carry; default the host of each broker
+	// address), insecure_skip_verify (default false) and min_version
+	// (default TLS12). The client certificate and key are read again at
+	// every handshake, so a rotated certificate needs no restart.
+	Config promconfig.TLSConfig `yaml:",inline"`
 }
 
-// SASL configures SASL authentication. Mechanism is one of PLAIN,
-// SCRAM-SHA-256, SCRAM-SHA-512; empty disables SASL (the default).
+// SASL configures SASL authentication. Default none.
 type SASL struct {
+	// Mechanism is one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER,
+	// AWS_MSK_IAM; empty disables SASL (the default).
 	Mechanism string `yaml:"mechanism"`
-	Username  string `yaml:"username"`
-	Password  string `yaml:"password"`
+	// Username and Password (or PasswordFile) are the credentials of PLAIN
+	// and SCRAM. The file is read at every connection, so a rotated
+	// Kubernetes secret takes effect without a restart.
+	Username     string            `yaml:"username"`
+	UsernameFile string            `yaml:"username_file"`
+	Password     promconfig.Secret `yaml:"password"`
+	PasswordFile string            `yaml:"password_file"`
+	// AllowPlainWithoutTLS lets PLAIN send the password over an unencrypted
+	// connection. Default false: PLAIN without kafka.tls is refused.
+	AllowPlainWithoutTLS bool `yaml:"allow_plain_without_tls"`
+	// OAuth configures OAUTHBEARER.
+	OAuth OAuth `yaml:"oauth"`
+	// AWS configures AWS_MSK_IAM.
+	AWS AWS `yaml:"aws"`
+}
+
+// OAuth configures SASL OAUTHBEARER: a token read from TokenFile at every
+// connection, or fetched from TokenURL with the OAuth 2.0 client-credentials
+// grant (cached and refreshed before it expires). Exactly one of the two.
+type OAuth struct {
+	// TokenFile holds a bearer token (a JWT), such as a projected Kubernetes
+	// service-account token. Default none.
+	TokenFile string `yaml:"token_file"`
+	// TokenURL is the identity provider's token endpoint. Default none.
+	TokenURL string `yaml:"token_url"`
+	// ClientID and ClientSecret (or ClientSecretFile) identify the monitor
+	// to the token endpoint.
+	ClientID         string            `yaml:"client_id"`
+	ClientSecret     promconfig.Secret `yaml:"client_secret"`
+	ClientSecretFile string            `yaml:"client_secret_file"`
+	// Scopes requested. Default none.
+	Scopes []string `yaml:"scopes"`
+	// EndpointParams are extra form parameters of the token request, such
+	// as audience. Default none.
+	EndpointParams map[string]string `yaml:"endpoint_params"`
+	// Extensions are SASL extensions sent with the token, such as
+	// logicalCluster and identityPoolId for Confluent Cloud. Default none.
+	Extensions map[string]string `yaml:"extensions"`
+}
+
+// AWS configures SASL AWS_MSK_IAM. With no access key set, credentials come
+// from the AWS SDK's default chain (environment, shared files, web identity
+// for EKS, the instance or task role), refreshed as they expire.
+type AWS struct {
+	// AccessKeyID and SecretAccessKey (or SecretAccessKeyFile) are static
+	// credentials. Default the SDK's chain.
+	AccessKeyID         string            `yaml:"access_key_id"`
+	SecretAccessKey     promconfig.Secret `yaml:"secret_access_key"`
+	SecretAccessKeyFile string            `yaml:"secret_access_key_file"`
+	// SessionToken (or SessionTokenFile) goes with temporary credentials.
+	SessionToken     promconfig.Secret `yaml:"session_token"`
+	SessionTokenFile string            `yaml:"session_token_file"`
+	// Region is used by the SDK's chain for STS. Default from the
+	// environment.
+	Region string `yaml:"region"`
+	// UserAgent overrides the client's user agent, for IAM policies that
+	// match aws:UserAgent. Default franz-go's.
+	UserAgent string `yaml:"user_agent"`
 }
 
 // HTTP configures the monitor's HTTP server.
@@ -174,9 +240,28 @@ func Load(path string) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
+		return cfg, fmt.Errorf("config %s: %w", path, withoutValues(err))
 	}
 	return cfg, nil
+}
+
+// yamlValueError matches yaml.v3's "line N: cannot unmarshal !!str `value`
+// into T"; type names hold no spaces, so everything between is the value.
+var yamlValueError = regexp.MustCompile("^(line [0-9]+: cannot unmarshal [^ ]+) .* (into [^ ]+)$")
+
+// withoutValues drops the quoted values from yaml's type errors: a password
+// pasted where a mapping belongs (`sasl: hunter2`) must not reach a log that
+// shows the error.
+func withoutValues(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
+	for i, e := range te.Errors {
+		out.Errors[i] = yamlValueError.ReplaceAllString(e, "$1 value $2")
+	}
+	return out
 }
 
 // Validate reports settings that cannot work.
@@ -191,10 +276,83 @@ func (c Config) Validate() error {
 	case c.Alertmanager.ResendInterval <= 0:
 		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
 	}
-	switch c.Kafka.SASL.Mechanism {
-	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	return c.Kafka.ValidateSecurity()
+}
+
+// Mechanisms are the SASL mechanisms kafka.sasl.mechanism accepts.
+var Mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"}
+
+// ValidateSecurity checks the TLS and SASL settings for combinations that
+// cannot work or would leak a credential. Errors name settings, never values.
+func (k Kafka) ValidateSecurity() error {
+	if !k.TLS.Enabled && k.TLS.Config != (promconfig.TLSConfig{}) {
+		return errors.New("config: kafka.tls has settings but kafka.tls.enabled is false; set enabled: true (or remove them)")
+	}
+	if k.TLS.Enabled {
+		if err := k.TLS.Config.Validate(); err != nil {
+			return fmt.Errorf("config: kafka.tls: %w", err)
+		}
+	}
+	s := k.SASL
+	both := func(name string, value promconfig.Secret, file string) error {
+		if value != "" && file != "" {
+			return fmt.Errorf("config: kafka.sasl.%s and kafka.sasl.%s_file are both set; use one", name, name)
+		}
+		return nil
+	}
+	for _, e := range []error{
+		both("password", s.Password, s.PasswordFile),
+		both("oauth.client_secret", s.OAuth.ClientSecret, s.OAuth.ClientSecretFile),
+		both("aws.secret_access_key", s.AWS.SecretAccessKey, s.AWS.SecretAccessKeyFile),
+		both("aws.session_token", s.AWS.SessionToken, s.AWS.SessionTokenFile),
+	} {
+		if e != nil {
+			return e
+		}
+	}
+	if s.Username != "" && s.UsernameFile != "" {
+		return errors.New("config: kafka.sasl.username and kafka.sasl.username_file are both set; use one")
+	}
+	switch s.Mechanism {
+	case "":
+		if s.Username != "" || s.UsernameFile != "" || s.Password != "" || s.PasswordFile != "" {
+			return errors.New("config: kafka.sasl has credentials but no mechanism; set kafka.sasl.mechanism")
+		}
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if s.Username == "" && s.UsernameFile == "" {
+			return fmt.Errorf("config: kafka.sasl.mechanism %s needs kafka.sasl.username or username_file", s.Mechanism)
+		}
+		if s.Password == "" && s.PasswordFile == "" {
+			return fmt.Errorf("config: kafka.sasl.mechanism %s needs kafka.sasl.password or password_file", s.Mechanism)
+		}
+		if s.Mechanism == "PLAIN" && !k.TLS.Enabled && !s.AllowPlainWithoutTLS {
+			return errors.New("config: kafka.sasl.mechanism PLAIN sends the password in clear text, and kafka.tls is off; " +
+				"enable kafka.tls, or set kafka.sasl.allow_plain_without_tls: true if the network is trusted")
+		}
+	case "OAUTHBEARER":
+		o := s.OAuth
+		switch {
+		case (o.TokenFile == "") == (o.TokenURL == ""):
+			return errors.New("config: kafka.sasl.mechanism OAUTHBEARER needs exactly one of kafka.sasl.oauth.token_file and kafka.sasl.oauth.token_url")
+		case o.TokenURL != "" && o.ClientID == "":
+			return errors.New("config: kafka.sasl.oauth.token_url needs kafka.sasl.oauth.client_id")
+		case o.TokenURL != "" && o.ClientSecret == "" && o.ClientSecretFile == "":
+			return errors.New("config: kafka.sasl.oauth.token_url needs kafka.sasl.oauth.client_secret or client_secret_file")
+		}
+	case "AWS_MSK_IAM":
+		a := s.AWS
+		static := a.SecretAccessKey != "" || a.SecretAccessKeyFile != ""
+		if (a.AccessKeyID != "") != static {
+			return errors.New("config: kafka.sasl.aws.access_key_id and secret_access_key (or secret_access_key_file) go together; " +
+				"leave both out to use the AWS SDK's default credential chain")
+		}
+		if !k.TLS.Enabled {
+			return errors.New("config: kafka.sasl.mechanism AWS_MSK_IAM needs kafka.tls.enabled: true (MSK's IAM listener is TLS only)")
+		}
 	default:
-		return fmt.Errorf("config: kafka.sasl.mechanism %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", c.Kafka.SASL.Mechanism)
+		// The value is not repeated: a secret pasted into the wrong field
+		// must not reach the log that shows this error.
+		return fmt.Errorf("config: kafka.sasl.mechanism is not one of %s", strings.Join(Mechanisms, ", "))
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func TestLoadExpandsEnvironmentInValuesOnly(t *testing.T) {
 	cfg, err := Load(write(t, `# set ${UNSET_IN_A_COMMENT} before starting
 kafka:
   brokers: ["k1:9092"]
-  sasl: {mechanism: PLAIN, username: u, password: "${INVMON_TEST_PASSWORD}"}
+  sasl: {mechanism: SCRAM-SHA-256, username: u, password: "${INVMON_TEST_PASSWORD}"}
 rule_files: ["rules/*.yaml"]
 alertmanager: {resend_interval: 30s}
 `))
@@ -43,5 +43,73 @@ func TestLoadRejectsUnknownFieldsAndUnsetVariables(t *testing.T) {
 	}
 	if _, err := Load(write(t, "state_dir: ${INVMON_SURELY_UNSET}\n")); err == nil || !strings.Contains(err.Error(), "INVMON_SURELY_UNSET") {
 		t.Fatalf("unset variable: %v", err)
+	}
+}
+
+func TestKafkaSecurityValidation(t *testing.T) {
+	base := "kafka:\n  brokers: [k:9093]\n"
+	for _, c := range []struct {
+		name, yaml, want string // want "" means valid
+	}{
+		{"scram over tls with a password file", "  tls: {enabled: true, ca_file: /ca.pem, server_name: kafka}\n  sasl: {mechanism: SCRAM-SHA-512, username: u, password_file: /pw}\n", ""},
+		{"plain without tls", "  sasl: {mechanism: PLAIN, username: u, password: p}\n", "PLAIN sends the password in clear text"},
+		{"plain without tls, allowed", "  sasl: {mechanism: PLAIN, username: u, password: p, allow_plain_without_tls: true}\n", ""},
+		{"plain over tls", "  tls: {enabled: true}\n  sasl: {mechanism: PLAIN, username: u, password_file: /pw}\n", ""},
+		{"scram without tls is allowed", "  sasl: {mechanism: SCRAM-SHA-256, username: u, password: p}\n", ""},
+		{"password twice", "  sasl: {mechanism: SCRAM-SHA-256, username: u, password: p, password_file: /pw}\n", "kafka.sasl.password and kafka.sasl.password_file are both set"},
+		{"no password", "  sasl: {mechanism: SCRAM-SHA-256, username: u}\n", "needs kafka.sasl.password or password_file"},
+		{"credentials without mechanism", "  sasl: {username: u, password_file: /pw}\n", "no mechanism"},
+		{"unknown mechanism", "  sasl: {mechanism: GSSAPI}\n", "is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, AWS_MSK_IAM"},
+		{"tls settings while off", "  tls: {ca_file: /ca.pem}\n", "kafka.tls.enabled is false"},
+		{"client cert without key", "  tls: {enabled: true, cert_file: /c.pem}\n", "kafka.tls"},
+		{"oauth token file", "  sasl: {mechanism: OAUTHBEARER, oauth: {token_file: /t}}\n", ""},
+		{"oauth client credentials", "  sasl: {mechanism: OAUTHBEARER, oauth: {token_url: 'https://idp/token', client_id: c, client_secret_file: /s, scopes: [kafka], extensions: {logicalCluster: lkc-1}}}\n", ""},
+		{"oauth both sources", "  sasl: {mechanism: OAUTHBEARER, oauth: {token_file: /t, token_url: 'https://idp/token'}}\n", "exactly one of"},
+		{"oauth no secret", "  sasl: {mechanism: OAUTHBEARER, oauth: {token_url: 'https://idp/token', client_id: c}}\n", "client_secret or client_secret_file"},
+		{"msk iam default chain", "  tls: {enabled: true}\n  sasl: {mechanism: AWS_MSK_IAM}\n", ""},
+		{"msk iam static", "  tls: {enabled: true}\n  sasl: {mechanism: AWS_MSK_IAM, aws: {access_key_id: AKIA, secret_access_key_file: /k}}\n", ""},
+		{"msk iam half static", "  tls: {enabled: true}\n  sasl: {mechanism: AWS_MSK_IAM, aws: {access_key_id: AKIA}}\n", "go together"},
+		{"msk iam without tls", "  sasl: {mechanism: AWS_MSK_IAM}\n", "needs kafka.tls.enabled"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Load(write(t, base+c.yaml+"rule_files: [r.yaml]\n"))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestSecretsStayOutOfErrors: a secret typed where it does not belong, or
+// under a misspelt key, is rejected without its value in the message.
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	const secret = "hunter2-correct-horse"
+	t.Setenv("INVMON_TEST_SECRET", secret)
+	for _, body := range []string{
+		"kafka:\n  sasl: " + secret + "\n",
+		"kafka:\n  sasl: ${INVMON_TEST_SECRET}\n",
+		"kafka:\n  sasl: {mechanism: PLAIN, password: {value: " + secret + "}}\n",
+		"kafka:\n  tls: [" + secret + "]\n",
+		"alertmanager:\n  resend_interval: " + secret + "\n",
+		"kafka:\n  brokers: [k:9092]\n  sasl: {mechanism: " + secret + "}\n",
+	} {
+		cfg, err := Load(write(t, body+"rule_files: [r.yaml]\n"))
+		if err == nil {
+			cfg.Kafka.Brokers = []string{"k:9092"}
+			err = cfg.Validate()
+		}
+		if err == nil {
+			t.Errorf("%q accepted", body)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the value: %v", err)
+		}
 	}
 }

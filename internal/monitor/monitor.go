@@ -4,12 +4,9 @@ package monitor
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,9 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -29,6 +23,7 @@ import (
 	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/outbox"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
@@ -137,8 +132,13 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		return nil, err
 	}
 	m.alerts.Seed(open)
-	kopts, err := kafkaOpts(cfg.Kafka)
+	kopts, err := kafkaconn.Options(cfg.Kafka)
 	if err != nil {
+		return nil, err
+	}
+	// A wrong password, CA or certificate stops the start here with the
+	// broker's name and the cause, rather than in a client's retry loop.
+	if err := kafkaconn.Check(ctx, cfg.Kafka.Brokers, kopts); err != nil {
 		return nil, err
 	}
 	if cfg.Kafka.ViolationsTopic != "" {
@@ -231,43 +231,6 @@ func RuleSpecs(rs *rules.RuleSet) []alert.RuleSpec {
 	return specs
 }
 
-func kafkaOpts(k config.Kafka) ([]kgo.Opt, error) {
-	var opts []kgo.Opt
-	if k.TLS.Enabled {
-		tc := &tls.Config{InsecureSkipVerify: k.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-		if k.TLS.CAFile != "" {
-			pem, err := os.ReadFile(k.TLS.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka tls ca: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("kafka tls ca %s: no certificates", k.TLS.CAFile)
-			}
-		}
-		if k.TLS.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(k.TLS.CertFile, k.TLS.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka tls client cert: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	switch k.SASL.Mechanism {
-	case "":
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: k.SASL.Username, Pass: k.SASL.Password}.AsSha512Mechanism()))
-	default:
-		return nil, fmt.Errorf("unknown SASL mechanism %q", k.SASL.Mechanism)
-	}
-	return opts, nil
-}
-
 // HTTPAddr returns the address the HTTP server listens on ("" if none).
 func (m *Monitor) HTTPAddr() string {
 	if m.listener == nil {
@@ -302,7 +265,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if m.opts.Config.Kafka.Changelog {
 		// With the changelog, partitions may be spread over several members:
 		// alerts follow the whole group's violations from the feed.
-		kopts, err := kafkaOpts(m.opts.Config.Kafka)
+		kopts, err := kafkaconn.Options(m.opts.Config.Kafka)
 		if err != nil {
 			return err
 		}

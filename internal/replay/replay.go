@@ -42,7 +42,7 @@ import (
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
-	"github.com/invmon/invmon/internal/monitor"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/report"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
@@ -148,8 +148,11 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	kopts, err := monitor.KafkaOpts(o.Config.Kafka)
+	kopts, err := kafkaconn.Options(o.Config.Kafka)
 	if err != nil {
+		return nil, err
+	}
+	if err := kafkaconn.Check(ctx, o.Config.Kafka.Brokers, kopts); err != nil {
 		return nil, err
 	}
 	clientID := o.Config.Kafka.ClientID
