@@ -62,7 +62,9 @@ type Broker struct {
 	java     javaInstall
 	dir      string
 	addr     string
+	ctlPort  int // the controller listener's port
 	props    string
+	format   []string // extra arguments of the storage formatter, such as --add-scram
 	log4j    string
 	cdsWrite string // archive this run writes at exit, renamed into the cache on stop
 
@@ -141,7 +143,7 @@ func StartKafka(t testing.TB) *Broker {
 	// became ready is stopped too.
 	t.Cleanup(b.Stop)
 	began := time.Now()
-	if err := b.format(); err != nil {
+	if err := b.formatStorage(); err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
 	formatted := time.Since(began)
@@ -179,7 +181,7 @@ func Kafka(t testing.TB) string {
 	java := requireKafka(t)
 	shared.once.Do(func() {
 		began := time.Now()
-		shared.b, shared.err = startShared(java)
+		shared.b, shared.err = startShared(java, nil)
 		if shared.err == nil {
 			t.Logf("kafkatest: shared broker %s ready in %s; log %s",
 				shared.b.addr, time.Since(began).Round(time.Millisecond), shared.b.LogFile())
@@ -191,15 +193,20 @@ func Kafka(t testing.TB) string {
 	return shared.b.addr
 }
 
-func startShared(java javaInstall) (*Broker, error) {
+// startShared starts a broker in a new directory that it removes on
+// shutdown; setup, when set, adds to its configuration before the format.
+func startShared(java javaInstall, setup func(*Broker) error) (*Broker, error) {
 	dir, err := os.MkdirTemp("", "kafkatest-broker-")
 	if err != nil {
 		return nil, err
 	}
 	b, err := newBroker(java, dir)
+	if err == nil && setup != nil {
+		err = setup(b)
+	}
 	if err == nil {
 		b.shared = true
-		err = b.format()
+		err = b.formatStorage()
 	}
 	if err == nil {
 		b.mu.Lock()
@@ -227,11 +234,12 @@ func newBroker(java javaInstall, dir string) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		java:  java,
-		dir:   dir,
-		addr:  "127.0.0.1:" + strconv.Itoa(brokerPort),
-		props: filepath.Join(dir, "server.properties"),
-		log4j: filepath.Join(dir, "log4j2.xml"),
+		java:    java,
+		dir:     dir,
+		addr:    "127.0.0.1:" + strconv.Itoa(brokerPort),
+		ctlPort: controllerPort,
+		props:   filepath.Join(dir, "server.properties"),
+		log4j:   filepath.Join(dir, "log4j2.xml"),
 	}
 	fill := strings.NewReplacer(
 		"@BROKER_PORT@", strconv.Itoa(brokerPort),
@@ -250,7 +258,7 @@ func newBroker(java javaInstall, dir string) (*Broker, error) {
 
 // format initialises the data directory as a new single-voter KRaft cluster
 // with a random id, as `kafka-storage.sh format --standalone` does.
-func (b *Broker) format() error {
+func (b *Broker) formatStorage() error {
 	id, err := randomClusterID()
 	if err != nil {
 		return err
@@ -261,6 +269,7 @@ func (b *Broker) format() error {
 		"-Dlog4j2.configurationFile="+b.log4j,
 		"-cp", filepath.Join(b.java.libs, "*"),
 		"kafka.tools.StorageTool", "format", "--standalone", "--cluster-id", id, "--config", b.props)
+	args = append(args, b.format...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, b.java.java, args...).CombinedOutput()

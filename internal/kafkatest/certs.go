@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -41,9 +42,19 @@ type CertPair struct {
 // directory.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
+	ca, err := newCA(t.TempDir(), name)
+	if err != nil {
+		t.Fatalf("kafkatest: %v", err)
+	}
+	return ca
+}
+
+// newCA creates a CA whose files live in dir: for peers shared by the tests
+// of a binary, whose files must outlive the test that started them.
+func newCA(dir, name string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("kafkatest: ca key: %v", err)
+		return nil, fmt.Errorf("ca key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -56,16 +67,18 @@ func NewCA(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("kafkatest: ca certificate: %v", err)
+		return nil, fmt.Errorf("ca certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("kafkatest: ca certificate: %v", err)
+		return nil, fmt.Errorf("ca certificate: %w", err)
 	}
-	ca := &CA{cert: cert, key: key, dir: t.TempDir(), serial: 1}
+	ca := &CA{cert: cert, key: key, dir: dir, serial: 1}
 	ca.CertFile = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.CertFile, "CERTIFICATE", der)
-	return ca
+	if err := writePEM(ca.CertFile, "CERTIFICATE", der); err != nil {
+		return nil, err
+	}
+	return ca, nil
 }
 
 // Pool returns a pool holding only this CA, for a client's RootCAs or a
@@ -80,21 +93,31 @@ func (ca *CA) Pool() *x509.CertPool {
 // ::1 and localhost, plus any extra DNS names given.
 func (ca *CA) Server(t testing.TB, name string, dnsNames ...string) CertPair {
 	t.Helper()
-	return ca.issue(t, name, x509.ExtKeyUsageServerAuth,
-		append([]string{"localhost"}, dnsNames...), []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+	return must(t)(ca.issue(name, x509.ExtKeyUsageServerAuth,
+		append([]string{"localhost"}, dnsNames...), []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}))
 }
 
 // Client issues a client certificate whose subject common name is name.
 func (ca *CA) Client(t testing.TB, name string) CertPair {
 	t.Helper()
-	return ca.issue(t, name, x509.ExtKeyUsageClientAuth, nil, nil)
+	return must(t)(ca.issue(name, x509.ExtKeyUsageClientAuth, nil, nil))
 }
 
-func (ca *CA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) CertPair {
-	t.Helper()
+// must turns an issue error into the test's failure.
+func must(t testing.TB) func(CertPair, error) CertPair {
+	return func(p CertPair, err error) CertPair {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("kafkatest: %v", err)
+		}
+		return p
+	}
+}
+
+func (ca *CA) issue(name string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) (CertPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("kafkatest: key for %s: %v", name, err)
+		return CertPair{}, fmt.Errorf("key for %s: %w", name, err)
 	}
 	ca.serial++
 	tmpl := &x509.Certificate{
@@ -109,27 +132,28 @@ func (ca *CA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, dns []str
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatalf("kafkatest: certificate for %s: %v", name, err)
+		return CertPair{}, fmt.Errorf("certificate for %s: %w", name, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("kafkatest: key for %s: %v", name, err)
+		return CertPair{}, fmt.Errorf("key for %s: %w", name, err)
 	}
 	p := CertPair{
 		CertFile: filepath.Join(ca.dir, name+".pem"),
 		KeyFile:  filepath.Join(ca.dir, name+"-key.pem"),
 	}
-	writePEM(t, p.CertFile, "CERTIFICATE", der)
-	writePEM(t, p.KeyFile, "PRIVATE KEY", keyDER)
-	if p.Cert, err = tls.LoadX509KeyPair(p.CertFile, p.KeyFile); err != nil {
-		t.Fatalf("kafkatest: load %s: %v", name, err)
+	if err := writePEM(p.CertFile, "CERTIFICATE", der); err != nil {
+		return CertPair{}, err
 	}
-	return p
+	if err := writePEM(p.KeyFile, "PRIVATE KEY", keyDER); err != nil {
+		return CertPair{}, err
+	}
+	if p.Cert, err = tls.LoadX509KeyPair(p.CertFile, p.KeyFile); err != nil {
+		return CertPair{}, fmt.Errorf("load %s: %w", name, err)
+	}
+	return p, nil
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatalf("kafkatest: %v", err)
-	}
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
