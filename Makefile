@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test deps vet demo bench dev-up dev-down build
+.PHONY: test deps vet demo bench dev-up dev-down build slo-rules
 
 # The binary with its version and revision (monitor --version, invmon_build_info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -15,11 +15,19 @@ build:
 # integration tests against a real Kafka broker and a real Alertmanager.
 test: deps
 	docker-compose -f docker-compose.yml config -q
-	promtool check rules deploy/prometheus/rules.yml
+	$(GO) run ./cmd/monitor slo rules --rule-files 'rules/*.yaml' | diff -u deploy/prometheus/slo.rules.yml - \
+		|| { echo "deploy/prometheus/slo.rules.yml is stale: run make slo-rules and commit it"; exit 1; }
+	promtool check rules deploy/prometheus/rules.yml deploy/prometheus/slo.rules.yml
+	promtool test rules deploy/prometheus/slo.rules.test.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 	$(GO) vet ./...
 	$(GO) build ./...
 	$(GO) test -count=1 -timeout 25m ./...
+
+# The consistency-SLO recording rules and burn-rate alerts, generated from
+# the objectives in rules/; `make test` fails when the committed copy differs.
+slo-rules:
+	$(GO) run ./cmd/monitor slo rules --rule-files 'rules/*.yaml' --out deploy/prometheus/slo.rules.yml
 
 deps:
 	bash scripts/deps.sh
