@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	promconfig "github.com/prometheus/common/config"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/kafkaconn"
+	"github.com/invmon/invmon/internal/kafkatest"
+)
+
+// secureKafkaYAML is the kafka section of a monitor configuration that
+// reaches the secure broker's SASL_SSL listener with SCRAM-SHA-512, the
+// password read from a file.
+func secureKafkaYAML(b *kafkatest.SecureBroker, group, passwordFile, caFile string) string {
+	return fmt.Sprintf(`kafka:
+  brokers: [%q]
+  group: %s
+  violations_topic: %s
+  tls:
+    enabled: true
+    ca_file: %q
+    server_name: %s
+  sasl:
+    mechanism: SCRAM-SHA-512
+    username: %s
+    password_file: %q
+`, b.SASLAddr, group, group+"-violations", caFile, b.ServerName, b.User, passwordFile)
+}
+
+// readSecure reads topic from its start over the SASL_SSL listener with the
+// monitor's own client options, until want records arrived or 20 s passed.
+func readSecure(t *testing.T, b *kafkatest.SecureBroker, k config.Kafka, topic string, want int) []*kgo.Record {
+	t.Helper()
+	opts, err := kafkaconn.Options(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.SASLAddr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for deadline := time.Now().Add(20 * time.Second); len(out) < want && time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("read %s[%d] over SASL_SSL: %v", topic, p, err)
+			}
+		})
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+// TestMonitorOverSASLSSL runs the monitor against the broker's SASL_SSL
+// listener with SCRAM-SHA-512 (TLS verified against the test CA under the
+// broker's name, the password from a file) and nothing else: it consumes,
+// writes its changelog, dead-letter and violations topics, and pages the
+// Alertmanager about the missing ledger entry.
+func TestMonitorOverSASLSSL(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	prefix := fmt.Sprintf("sec%d-", time.Now().UnixNano())
+	// Setup through the PLAINTEXT listener; the monitor only knows SASL_SSL.
+	kafkatest.CreateTopics(t, b.Addr(), 2, prefix+"payments", prefix+"ledger")
+	hook := kafkatest.NewWebhookReceiver(t)
+	am := kafkatest.StartAlertmanager(t, hook.URL())
+
+	dir := t.TempDir()
+	passwordFile := filepath.Join(dir, "kafka-password")
+	if err := os.WriteFile(passwordFile, []byte(b.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	group := prefix + "group"
+	ruleFile := writeRules(t, dir, prefix)
+	kafkaYAML := secureKafkaYAML(b, group, passwordFile, b.CA.CertFile)
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return kafkaYAML + fmt.Sprintf(`state_dir: %s
+rule_files: [%q]
+http: {listen: %q, external_url: "http://%s"}
+alertmanager: {urls: [%q], resend_interval: 2s}
+`, filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, am.URL())
+	})
+
+	produce := producerTo(t, b.Addr(), prefix, "acct-7")
+	start := time.Now()
+	produce("payments", payment("pay-ok", start))
+	produce("ledger", ledger("pay-ok", start.Add(time.Second)))
+	produce("payments", payment("pay-missing", start))
+	produce("payments", `{"event_id": "not json`)
+
+	deadline := start.Add(within)
+	hook.WaitFor(t, time.Until(deadline.Add(15*time.Second)), func(a kafkatest.WebhookAlert) bool {
+		return a.Status == "firing" && a.Labels["alertname"] == rule
+	})
+	if got := mon.violations(t); len(got) != 1 || got["pay-missing"] != "open" {
+		t.Fatalf("violations %v: want only pay-missing open", got)
+	}
+
+	// What the monitor wrote, read back over SASL_SSL with its own settings.
+	k := config.Kafka{
+		TLS:  config.TLS{Enabled: true, Config: promconfig.TLSConfig{CAFile: b.CA.CertFile, ServerName: b.ServerName}},
+		SASL: config.SASL{Mechanism: "SCRAM-SHA-512", Username: b.User, PasswordFile: passwordFile},
+	}
+	if dlq := readSecure(t, b, k, group+".dlq", 1); len(dlq) != 1 || !strings.Contains(string(dlq[0].Value), "not json") {
+		t.Errorf("dead-letter topic: %d records, want the one malformed payment", len(dlq))
+	}
+	if cl := readSecure(t, b, k, group+".changelog", 1); len(cl) == 0 {
+		t.Error("changelog topic is empty")
+	}
+	opened := 0
+	for _, r := range readSecure(t, b, k, group+"-violations", 1) {
+		if strings.Contains(string(r.Value), `"key":"pay-missing"`) {
+			opened++
+		}
+	}
+	if opened != 1 {
+		t.Errorf("violations topic holds %d records of pay-missing, want 1", opened)
+	}
+}
+
+// TestMonitorOverMutualTLS runs the monitor against the listener that
+// requires a client certificate, with no SASL: the certificate is the
+// credential.
+func TestMonitorOverMutualTLS(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	prefix := fmt.Sprintf("mtls%d-", time.Now().UnixNano())
+	kafkatest.CreateTopics(t, b.Addr(), 2, prefix+"payments", prefix+"ledger")
+	dir := t.TempDir()
+	ruleFile := writeRules(t, dir, prefix)
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return fmt.Sprintf(`kafka:
+  brokers: [%q]
+  group: %s
+  tls: {enabled: true, ca_file: %q, server_name: %s, cert_file: %q, key_file: %q}
+state_dir: %s
+rule_files: [%q]
+http: {listen: %q}
+`, b.MTLSAddr, prefix+"group", b.CA.CertFile, b.ServerName, b.Client.CertFile, b.Client.KeyFile,
+			filepath.Join(dir, "state"), ruleFile, httpAddr)
+	})
+	produce := producerTo(t, b.Addr(), prefix, "acct-7")
+	produce("payments", payment("pay-missing", time.Now()))
+	waitFor(t, within+20*time.Second, func() bool { return mon.violations(t)["pay-missing"] == "open" })
+}
+
+// TestMonitorRefusesBadKafkaCredentials: with a wrong password, and with a
+// CA that did not sign the broker's certificate, `monitor run` exits within
+// seconds with an error that names the broker and the cause, and shows no
+// password.
+func TestMonitorRefusesBadKafkaCredentials(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	bin := buildMonitor(t)
+	dir := t.TempDir()
+	ruleFile := writeRules(t, dir, "bad-")
+	right := filepath.Join(dir, "right-password")
+	wrong := filepath.Join(dir, "wrong-password")
+	const wrongPassword = "not-the-password-4711"
+	for file, pw := range map[string]string{right: b.Password, wrong: wrongPassword} {
+		if err := os.WriteFile(file, []byte(pw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name, password, ca, want string
+	}{
+		{"wrong password", wrong, b.CA.CertFile, "SASL_AUTHENTICATION_FAILED"},
+		{"untrusted certificate", right, b.Untrusted.CertFile, "certificate signed by unknown authority"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "monitor.yaml")
+			body := secureKafkaYAML(b, "bad-group", c.password, c.ca) + fmt.Sprintf("state_dir: %s\nrule_files: [%q]\nhttp: {listen: \"127.0.0.1:0\"}\n",
+				filepath.Join(t.TempDir(), "state"), ruleFile)
+			if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			began := time.Now()
+			out, err := exec.CommandContext(ctx, bin, "run", "--config", cfg).CombinedOutput()
+			took := time.Since(began)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || ctx.Err() != nil {
+				t.Fatalf("monitor did not fail on its own within 60s (%v):\n%s", err, out)
+			}
+			msg := string(out)
+			if !strings.Contains(msg, "kafka broker "+b.SASLAddr) || !strings.Contains(msg, c.want) || took > 20*time.Second {
+				t.Fatalf("exit %d after %s; want the broker %s and %q within 20s:\n%s", exit.ExitCode(), took, b.SASLAddr, c.want, msg)
+			}
+			if strings.Contains(msg, wrongPassword) || strings.Contains(msg, b.Password) {
+				t.Fatalf("output shows a password:\n%s", msg)
+			}
+			t.Logf("exit %d after %s: %s", exit.ExitCode(), took.Round(time.Millisecond), strings.TrimSpace(msg[strings.LastIndex(strings.TrimSpace(msg), "\n")+1:]))
+		})
+	}
+}
