@@ -3,20 +3,19 @@ package alert
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/common/config"
 	"go.uber.org/zap"
 )
 
@@ -37,41 +36,21 @@ type ClientConfig struct {
 	// Timeout bounds one HTTP request (one attempt, not the retries).
 	// Default 10s, like Prometheus's notification timeout.
 	Timeout time.Duration
-	// TLS configures HTTPS. Default: the system roots, verification on.
-	TLS TLSConfig
-	// BasicAuth, when set, is sent with every request. Default none.
-	// Mutually exclusive with BearerToken.
-	BasicAuth *BasicAuth
-	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
-	// Default none. Mutually exclusive with BasicAuth.
-	BearerToken string
+	// HTTP is Prometheus's HTTP client configuration, the fields of an
+	// `alertmanagers:` entry in prometheus.yml: tls_config (ca_file,
+	// cert_file, key_file, server_name, min_version, insecure_skip_verify),
+	// basic_auth (password or password_file), authorization (credentials or
+	// credentials_file), bearer_token(_file), oauth2 (client credentials),
+	// proxy_url and friends, follow_redirects, enable_http2. Files are read
+	// per request, so rotated secrets and certificates need no restart.
+	// Default the zero value: no auth, the system roots.
+	HTTP promconfig.HTTPClientConfig
+	// AllowCredentialsOverHTTP lets credentials (basic auth, a bearer token,
+	// OAuth2, a password in the URL) go to an http:// Alertmanager, where
+	// anyone on the path reads them. Default false: NewClient refuses.
+	AllowCredentialsOverHTTP bool
 	// Backoff paces the retries of one send. Defaults: see BackoffConfig.
 	Backoff BackoffConfig
-}
-
-// TLSConfig configures the client side of TLS.
-type TLSConfig struct {
-	// CAFile is a PEM bundle of CAs that sign Alertmanager's certificate.
-	// Default "": the system roots.
-	CAFile string
-	// CertFile and KeyFile are a PEM client certificate and key for mutual TLS.
-	// Default "": no client certificate. Both or neither must be set.
-	CertFile string
-	KeyFile  string
-	// ServerName overrides the name checked against the server certificate.
-	// Default "": the URL's host.
-	ServerName string
-	// InsecureSkipVerify disables certificate verification. Default false.
-	// Only for tests and throw-away setups: it makes TLS pointless.
-	InsecureSkipVerify bool
-}
-
-// BasicAuth is HTTP basic authentication.
-type BasicAuth struct {
-	// Username is sent as is. Required.
-	Username string
-	// Password is sent as is. Default "".
-	Password string
 }
 
 // BackoffConfig paces the retries of one send (5xx and network errors only).
@@ -133,17 +112,21 @@ func NewClient(rawURL string, cfg ClientConfig, reg prometheus.Registerer, logge
 	if u.Host == "" {
 		return nil, fmt.Errorf("alertmanager url %q: no host", rawURL)
 	}
-	if cfg.BasicAuth != nil && cfg.BearerToken != "" {
-		return nil, fmt.Errorf("alertmanager %s: basic auth and bearer token are mutually exclusive", u.Redacted())
-	}
-	if cfg.BasicAuth != nil && cfg.BasicAuth.Username == "" {
-		return nil, fmt.Errorf("alertmanager %s: basic auth needs a username", u.Redacted())
-	}
 	name := strings.TrimSuffix(strings.TrimSuffix(u.Redacted(), "/"), alertsPath)
 	if !strings.HasSuffix(u.Path, alertsPath) {
 		u.Path = strings.TrimSuffix(u.Path, "/") + alertsPath
 	}
-	tlsCfg, err := cfg.TLS.build()
+	if err := cfg.HTTP.Validate(); err != nil {
+		return nil, fmt.Errorf("alertmanager %s: %w", name, err)
+	}
+	if kind := credentials(cfg.HTTP, u); kind != "" && u.Scheme == "http" && !cfg.AllowCredentialsOverHTTP {
+		return nil, fmt.Errorf("alertmanager %s: refusing to send %s over plain http, where anyone on the network path reads it; "+
+			"use an https:// URL (scheme: https), or set allow_credentials_over_http: true if the network is trusted", name, kind)
+	}
+	// Prometheus's client: TLS with CA and client certificate re-read when
+	// they change, basic auth, authorization and OAuth2 with their *_file
+	// forms read per request, proxies.
+	hc, err := promconfig.NewClientFromConfig(cfg.HTTP, "alertmanager", promconfig.WithUserAgent("invmon"))
 	if err != nil {
 		return nil, fmt.Errorf("alertmanager %s: %w", name, err)
 	}
@@ -151,8 +134,6 @@ func NewClient(rawURL string, cfg ClientConfig, reg prometheus.Registerer, logge
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsCfg
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -162,40 +143,26 @@ func NewClient(rawURL string, cfg ClientConfig, reg prometheus.Registerer, logge
 		cfg:      cfg,
 		// No http.Client.Timeout: each attempt gets its own context deadline
 		// with a cause, so the error says which Alertmanager timed out.
-		hc:      &http.Client{Transport: tr},
+		hc:      hc,
 		logger:  logger.With(zap.String("alertmanager", name)),
 		metrics: metrics,
 	}, nil
 }
 
-func (t TLSConfig) build() (*tls.Config, error) {
-	cfg := &tls.Config{
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, documented as test-only
-		MinVersion:         tls.VersionTLS12,
+// credentials names the kind of credential cfg or the URL would send, or
+// returns "" when there is none.
+func credentials(cfg promconfig.HTTPClientConfig, u *url.URL) string {
+	switch {
+	case cfg.BasicAuth != nil:
+		return "basic auth credentials"
+	case cfg.Authorization != nil, cfg.BearerToken != "", cfg.BearerTokenFile != "":
+		return "an authorization token"
+	case cfg.OAuth2 != nil:
+		return "an OAuth2 token"
+	case u.User != nil:
+		return "the password in the URL"
 	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read tls ca file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca file %s: no PEM certificate found", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls: cert file and key file must be set together")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load tls client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return ""
 }
 
 // Name is the Alertmanager's base URL with any password redacted: the value
@@ -213,17 +180,36 @@ type StatusError struct {
 	StatusCode int
 	// Body is the start of the response body (at most 1 KiB).
 	Body string
+	// RetryAfter is the wait a 429 or 503 asked for (Retry-After), or 0.
+	RetryAfter time.Duration
 }
 
-// Error names the Alertmanager, the status and the start of the body.
+// Error names the Alertmanager, the status and the start of the body, and
+// for a refused login says which settings to check.
 func (e *StatusError) Error() string {
+	if e.AuthFailed() {
+		return fmt.Sprintf("alertmanager %s refused the monitor's credentials (%d %s): check basic_auth, authorization, "+
+			"oauth2 and tls_config of the alertmanager settings against its web config: %s",
+			e.Alertmanager, e.StatusCode, http.StatusText(e.StatusCode), e.Body)
+	}
 	return fmt.Sprintf("alertmanager %s: unexpected status %d: %s", e.Alertmanager, e.StatusCode, e.Body)
 }
 
-// Retryable reports whether the same request may succeed later: only server
-// errors are. A 4xx means Alertmanager refused the payload, and sending the
-// same payload again would be refused again.
-func (e *StatusError) Retryable() bool { return e.StatusCode >= 500 }
+// AuthFailed reports a 401 or 403: the credentials are missing, wrong or
+// not allowed. Alertmanager did not look at the alerts.
+func (e *StatusError) AuthFailed() bool {
+	return e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden
+}
+
+// Retryable reports whether the same request may succeed later: server
+// errors and 429 (too many requests) do, after a wait. A 401 or 403 needs
+// the credentials fixed (a rotated secret file is read again on the next
+// send), so the caller retries it later, not within one send. Any other
+// 4xx means Alertmanager refused the payload, and sending the same payload
+// again would be refused again.
+func (e *StatusError) Retryable() bool {
+	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
+}
 
 // Notify posts alerts to the Alertmanager in one request, retrying 5xx
 // answers and network errors with exponential back-off (ClientConfig.Backoff).
@@ -249,8 +235,13 @@ func (c *Client) Notify(ctx context.Context, alerts ...Alert) (retry bool, err e
 		attempt++
 		err := c.post(ctx, body)
 		var se *StatusError
-		if errors.As(err, &se) && !se.Retryable() {
+		switch {
+		case errors.As(err, &se) && !se.Retryable():
 			return struct{}{}, backoff.Permanent(err)
+		case se != nil && se.RetryAfter > 0:
+			// Honour the wait Alertmanager (or a proxy before it) asked for,
+			// up to the longest back-off: the next tick retries anyway.
+			return struct{}{}, errors.Join(err, &backoff.RetryAfterError{Duration: min(se.RetryAfter, c.cfg.Backoff.Max)})
 		}
 		return struct{}{}, err
 	},
@@ -266,7 +257,13 @@ func (c *Client) Notify(ctx context.Context, alerts ...Alert) (retry bool, err e
 		return false, nil
 	}
 	var se *StatusError
-	if errors.As(err, &se) && !se.Retryable() {
+	switch {
+	case errors.As(err, &se) && se.AuthFailed():
+		// Loud, counted, and retried on the next tick rather than held:
+		// the page must go out once the credentials are fixed.
+		c.metrics.authFailures.WithLabelValues(c.name).Inc()
+		return true, err
+	case se != nil && !se.Retryable():
 		c.logger.Error("alertmanager refused alerts; not retrying",
 			zap.Int("status", se.StatusCode), zap.String("body", se.Body), zap.Int("alerts", len(alerts)))
 		return false, err
@@ -288,13 +285,6 @@ func (c *Client) post(ctx context.Context, body []byte) error {
 		return fmt.Errorf("alertmanager %s: build request: %w", c.name, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "invmon")
-	switch {
-	case c.cfg.BasicAuth != nil:
-		req.SetBasicAuth(c.cfg.BasicAuth.Username, c.cfg.BasicAuth.Password)
-	case c.cfg.BearerToken != "":
-		req.Header.Set("Authorization", "Bearer "+c.cfg.BearerToken)
-	}
 
 	c.metrics.sends.WithLabelValues(c.name).Inc()
 	start := time.Now()
@@ -319,17 +309,22 @@ func (c *Client) post(ctx context.Context, body []byte) error {
 	}
 	c.metrics.failures.WithLabelValues(c.name).Inc()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return &StatusError{
+	se := &StatusError{
 		Alertmanager: c.name,
 		StatusCode:   resp.StatusCode,
 		Body:         strings.TrimSpace(string(excerpt)),
 	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		se.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return se
 }
 
 type clientMetrics struct {
-	sends    *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	sends        *prometheus.CounterVec
+	failures     *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
 }
 
 func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
@@ -342,6 +337,10 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 			Name: "invmon_alert_send_failures_total",
 			Help: "HTTP requests to an Alertmanager that failed (network error, timeout or non-2xx).",
 		}, []string{"alertmanager"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_alert_auth_failures_total",
+			Help: "Sends an Alertmanager refused with 401 or 403: the monitor's credentials are wrong or missing, and no alert gets through until they are fixed.",
+		}, []string{"alertmanager"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "invmon_alert_send_latency_seconds",
 			Help:    "Latency of one HTTP request posting alerts to an Alertmanager.",
@@ -353,6 +352,9 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 		return nil, err
 	}
 	if m.failures, err = register(reg, m.failures); err != nil {
+		return nil, err
+	}
+	if m.authFailures, err = register(reg, m.authFailures); err != nil {
 		return nil, err
 	}
 	if m.latency, err = register(reg, m.latency); err != nil {

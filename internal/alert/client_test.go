@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/common/config"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -155,25 +156,45 @@ func TestNotifyAuth(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	c := newClient(t, srv.URL, ClientConfig{BasicAuth: &BasicAuth{Username: "am", Password: "s3cret"}})
+	c := newClient(t, srv.URL, ClientConfig{AllowCredentialsOverHTTP: true,
+		HTTP: promconfig.HTTPClientConfig{BasicAuth: &promconfig.BasicAuth{Username: "am", Password: "s3cret"}}})
 	if _, err := c.Notify(t.Context(), testAlert); err != nil {
 		t.Fatal(err)
 	}
 	if got.Load() != "Basic YW06czNjcmV0" {
 		t.Fatalf("Authorization = %q", got.Load())
 	}
-	c = newClient(t, srv.URL, ClientConfig{BearerToken: "tok"})
+	c = newClient(t, srv.URL, ClientConfig{AllowCredentialsOverHTTP: true,
+		HTTP: promconfig.HTTPClientConfig{Authorization: &promconfig.Authorization{Type: "Bearer", Credentials: "tok"}}})
 	if _, err := c.Notify(t.Context(), testAlert); err != nil {
 		t.Fatal(err)
 	}
 	if got.Load() != "Bearer tok" {
 		t.Fatalf("Authorization = %q", got.Load())
 	}
-	if _, err := NewClient(srv.URL, ClientConfig{BearerToken: "t", BasicAuth: &BasicAuth{Username: "u"}}, nil, nil); err == nil {
+	// The password comes from a file, read per request: a rotated secret
+	// needs no restart.
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("first\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, srv.URL, ClientConfig{AllowCredentialsOverHTTP: true,
+		HTTP: promconfig.HTTPClientConfig{BasicAuth: &promconfig.BasicAuth{Username: "am", PasswordFile: pwFile}}})
+	if _, err := c.Notify(t.Context(), testAlert); err != nil || got.Load() != "Basic YW06Zmlyc3Q=" {
+		t.Fatalf("password from a file: Authorization = %q, %v", got.Load(), err)
+	}
+	if err := os.WriteFile(pwFile, []byte("second\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Notify(t.Context(), testAlert); err != nil || got.Load() != "Basic YW06c2Vjb25k" {
+		t.Fatalf("rotated password file: Authorization = %q, %v", got.Load(), err)
+	}
+	if _, err := NewClient(srv.URL, ClientConfig{AllowCredentialsOverHTTP: true, HTTP: promconfig.HTTPClientConfig{
+		BearerToken: "t", BasicAuth: &promconfig.BasicAuth{Username: "u"}}}, nil, nil); err == nil {
 		t.Fatal("basic auth and bearer token together were accepted")
 	}
 	// A password in the URL is sent but never shown.
-	c = newClient(t, strings.Replace(srv.URL, "http://", "http://u:pw@", 1), ClientConfig{})
+	c = newClient(t, strings.Replace(srv.URL, "http://", "http://u:pw@", 1), ClientConfig{AllowCredentialsOverHTTP: true})
 	if strings.Contains(c.Name(), "pw") {
 		t.Fatalf("Name %q shows the password", c.Name())
 	}
@@ -198,23 +219,120 @@ func TestNotifyTLS(t *testing.T) {
 	if retry, err := c.Notify(t.Context(), testAlert); !retry || err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("Notify without the CA = %v, %v", retry, err)
 	}
-	c = newClient(t, srv.URL, ClientConfig{TLS: TLSConfig{InsecureSkipVerify: true}})
+	c = newClient(t, srv.URL, ClientConfig{HTTP: promconfig.HTTPClientConfig{TLSConfig: promconfig.TLSConfig{InsecureSkipVerify: true}}})
 	if _, err := c.Notify(t.Context(), testAlert); err != nil {
 		t.Fatalf("Notify skipping verification: %v", err)
 	}
-	c = newClient(t, srv.URL, ClientConfig{TLS: TLSConfig{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}})
+	c = newClient(t, srv.URL, ClientConfig{HTTP: promconfig.HTTPClientConfig{TLSConfig: promconfig.TLSConfig{CAFile: caFile, CertFile: clientCert, KeyFile: clientKey}}})
 	if _, err := c.Notify(t.Context(), testAlert); err != nil {
 		t.Fatalf("Notify with the CA and a client certificate: %v", err)
 	}
 	if !sawClientCert.Load() {
 		t.Fatal("server did not see the client certificate")
 	}
-	if _, err := NewClient(srv.URL, ClientConfig{TLS: TLSConfig{CertFile: clientCert}}, nil, nil); err == nil {
+	if _, err := NewClient(srv.URL, ClientConfig{HTTP: promconfig.HTTPClientConfig{TLSConfig: promconfig.TLSConfig{CertFile: clientCert}}}, nil, nil); err == nil {
 		t.Fatal("a cert file without a key file was accepted")
 	}
-	if _, err := NewClient(srv.URL, ClientConfig{TLS: TLSConfig{CAFile: filepath.Join(dir, "missing.pem")}}, nil, nil); err == nil {
+	if _, err := NewClient(srv.URL, ClientConfig{HTTP: promconfig.HTTPClientConfig{TLSConfig: promconfig.TLSConfig{CAFile: filepath.Join(dir, "missing.pem")}}}, nil, nil); err == nil {
 		t.Fatal("a missing CA file was accepted")
 	}
+}
+
+func TestCredentialsRefusedOverPlainHTTP(t *testing.T) {
+	for name, cfg := range map[string]promconfig.HTTPClientConfig{
+		"basic auth":    {BasicAuth: &promconfig.BasicAuth{Username: "u", Password: "hunter2"}},
+		"authorization": {Authorization: &promconfig.Authorization{Type: "Bearer", Credentials: "hunter2"}},
+		"bearer token":  {BearerToken: "hunter2"},
+		"oauth2":        {OAuth2: &promconfig.OAuth2{ClientID: "id", ClientSecret: "hunter2", TokenURL: "https://idp.example/token"}},
+	} {
+		_, err := NewClient("http://am.example:9093", ClientConfig{HTTP: cfg}, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), "plain http") || !strings.Contains(err.Error(), "http://am.example:9093") {
+			t.Errorf("%s over http: err %v, want a refusal naming the Alertmanager", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error shows the secret: %v", name, err)
+		}
+		if _, err := NewClient("https://am.example:9093", ClientConfig{HTTP: cfg}, nil, nil); err != nil {
+			t.Errorf("%s over https: %v", name, err)
+		}
+		if _, err := NewClient("http://am.example:9093", ClientConfig{HTTP: cfg, AllowCredentialsOverHTTP: true}, nil, nil); err != nil {
+			t.Errorf("%s over http, allowed: %v", name, err)
+		}
+	}
+	if _, err := NewClient("http://u:hunter2@am.example:9093", ClientConfig{}, nil, nil); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("password in an http URL: err %v, want a refusal without the password", err)
+	}
+}
+
+func TestNotifyRetriesTooManyRequests(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	// Max caps the Retry-After of one second at 5 ms.
+	c := newClient(t, srv.URL, ClientConfig{Backoff: BackoffConfig{Initial: time.Millisecond, Max: 5 * time.Millisecond, MaxAttempts: 4}})
+	start := time.Now()
+	if retry, err := c.Notify(t.Context(), testAlert); err != nil || retry {
+		t.Fatalf("Notify after two 429s = %v, %v; want delivered", retry, err)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("%d requests, want 3", calls.Load())
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("took %s: Retry-After was not capped by the back-off maximum", d)
+	}
+}
+
+func TestNotifyAuthFailureIsLoudAndRetried(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("WWW-Authenticate", "Basic")
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+	}))
+	t.Cleanup(srv.Close)
+	reg := prometheus.NewRegistry()
+	c, err := NewClient(srv.URL, ClientConfig{Backoff: fastRetry}, reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	retry, err := c.Notify(t.Context(), testAlert)
+	if !retry {
+		t.Errorf("401: retry = false; the batch would be held instead of retried once the credentials are fixed")
+	}
+	var se *StatusError
+	if !errors.As(err, &se) || !se.AuthFailed() || !strings.Contains(err.Error(), "refused the monitor's credentials") ||
+		!strings.Contains(err.Error(), srv.URL) {
+		t.Errorf("401: err %v, want an auth failure naming %s", err, srv.URL)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("401 was tried %d times within one send; the same credentials would fail again", calls.Load())
+	}
+	if got := counterValue(t, reg, "invmon_alert_auth_failures_total"); got != 1 {
+		t.Errorf("invmon_alert_auth_failures_total = %v, want 1", got)
+	}
+}
+
+func counterValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 func TestNewClientRejectsBadURLs(t *testing.T) {

@@ -47,8 +47,9 @@ type Config struct {
 	// (every ResendInterval) before it is forgotten, so an Alertmanager that
 	// missed the first resolution still learns it. Default 15m.
 	ResolvedRetention time.Duration
-	// ClientConfig configures the HTTP side: per-request timeout, TLS, basic
-	// auth or bearer token, and the back-off of one send.
+	// ClientConfig configures the HTTP side: per-request timeout,
+	// Prometheus's HTTP client configuration (TLS, basic auth,
+	// authorization, OAuth2, proxy), and the back-off of one send.
 	ClientConfig
 	// Now is the clock. Default time.Now. Nothing in the manager reads the
 	// wall clock except through it, so tests step time instead of sleeping.
@@ -228,6 +229,10 @@ type Manager struct {
 	// only when they change or at the next resend.
 	refused map[string]map[string]sendRecord
 	failing map[string]bool // Alertmanager → its last send failed (for logging transitions)
+	// authLogged is when a refused login to an Alertmanager was last logged:
+	// at error level on the first refusal and again every ResendInterval
+	// while it lasts, so it is loud without a line per tick.
+	authLogged map[string]time.Time
 	// series remember which label values have gauges, to delete stale ones.
 	ruleSeries   map[string]bool
 	firingSeries map[[2]string]bool
@@ -271,6 +276,7 @@ func NewManager(cfg Config, db *badger.DB, reg prometheus.Registerer, logger *za
 		alerts:       make(map[string]*alertState),
 		refused:      make(map[string]map[string]sendRecord),
 		failing:      make(map[string]bool),
+		authLogged:   make(map[string]time.Time),
 		ruleSeries:   make(map[string]bool),
 		firingSeries: make(map[[2]string]bool),
 	}
@@ -797,6 +803,7 @@ func (m *Manager) recordLocked(ctx context.Context, now time.Time, batches []bat
 				logger.Info("alertmanager reachable again", zap.Int("alerts", len(b.alerts)))
 			}
 			m.failing[name] = false
+			delete(m.authLogged, name)
 			logger.Debug("alerts sent", zap.Int("alerts", len(b.alerts)))
 		case !res.retry:
 			// Refused (4xx, already logged with the response by the client):
@@ -808,6 +815,17 @@ func (m *Manager) recordLocked(ctx context.Context, now time.Time, batches []bat
 				m.refused[name][fp] = sendRecord{At: now, Hash: b.hashes[j]}
 			}
 			errs = append(errs, res.err)
+		case isAuthFailure(res.err):
+			// Retried on every tick like an outage (a fixed secret file is
+			// read on the next send), but never quiet: nothing pages until
+			// the credentials are right.
+			errs = append(errs, res.err)
+			m.failing[name] = true
+			if last, ok := m.authLogged[name]; !ok || now.Sub(last) >= m.cfg.ResendInterval {
+				logger.Error("alertmanager refused the monitor's credentials; no alert reaches it until they are fixed",
+					zap.Int("alerts", len(b.alerts)), zap.Error(res.err))
+				m.authLogged[name] = now
+			}
 		default:
 			errs = append(errs, res.err)
 			if ctx.Err() != nil {
@@ -823,6 +841,11 @@ func (m *Manager) recordLocked(ctx context.Context, now time.Time, batches []bat
 		}
 	}
 	return recs, errs
+}
+
+func isAuthFailure(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.AuthFailed()
 }
 
 // updateFiringMetricLocked sets invmon_alerts_firing from m.alerts and

@@ -9,8 +9,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -167,18 +169,81 @@ type HTTP struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
-// Alertmanager configures where alerts go.
+// Alertmanager configures where alerts go and how the monitor reaches it.
+// Besides urls it takes the fields of an `alertmanagers:` entry of
+// prometheus.yml, so the entry Prometheus uses can be pasted here:
+// static_configs, scheme, path_prefix, timeout, api_version (v2), and
+// Prometheus's HTTP client settings (tls_config, basic_auth, authorization,
+// oauth2, proxy_url, follow_redirects, enable_http2, http_headers), each
+// secret with its *_file form.
 type Alertmanager struct {
 	// URLs of every Alertmanager of an HA pair or cluster; each receives every
-	// alert. Empty disables alerting.
+	// alert. Empty (and no static_configs) disables alerting.
 	URLs []string `yaml:"urls"`
+	// StaticConfigs list Alertmanagers as host:port targets, reached with
+	// Scheme and PathPrefix, as in prometheus.yml. Default none.
+	StaticConfigs []StaticConfig `yaml:"static_configs"`
+	// Scheme of the static_configs targets. Default "http".
+	Scheme string `yaml:"scheme"`
+	// PathPrefix is prepended to /api/v2/alerts for static_configs targets.
+	// Default "".
+	PathPrefix string `yaml:"path_prefix"`
+	// APIVersion must be "v2" (the only API Alertmanager still serves).
+	// Default "v2".
+	APIVersion string `yaml:"api_version"`
+	// Timeout bounds one request. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
 	// ResendInterval is how often firing alerts are re-sent. Default 1m.
 	ResendInterval time.Duration `yaml:"resend_interval"`
-	// BearerToken authenticates to Alertmanager. Default none.
-	BearerToken string `yaml:"bearer_token"`
-	// BasicAuth authenticates to Alertmanager. Default none.
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	// AllowCredentialsOverHTTP lets basic auth, tokens or OAuth2 go to an
+	// http:// Alertmanager. Default false: the monitor refuses to start.
+	AllowCredentialsOverHTTP bool `yaml:"allow_credentials_over_http"`
+	// HTTP is Prometheus's HTTP client configuration, inline. Default
+	// follow_redirects and enable_http2 on, no auth, the system's CAs.
+	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
+}
+
+// StaticConfig is a static_configs entry of prometheus.yml.
+type StaticConfig struct {
+	// Targets are host:port addresses.
+	Targets []string `yaml:"targets"`
+}
+
+// Targets returns every Alertmanager's base URL: the urls, then each static
+// target as scheme://target/path_prefix.
+func (a Alertmanager) Targets() []string {
+	out := slices.Clone(a.URLs)
+	scheme := a.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	for _, sc := range a.StaticConfigs {
+		for _, t := range sc.Targets {
+			u := url.URL{Scheme: scheme, Host: t, Path: a.PathPrefix}
+			out = append(out, u.String())
+		}
+	}
+	return out
+}
+
+func (a Alertmanager) validate() error {
+	switch a.Scheme {
+	case "", "http", "https":
+	default:
+		return fmt.Errorf("config: alertmanager.scheme %q is not http or https", a.Scheme)
+	}
+	if a.APIVersion != "" && a.APIVersion != "v2" {
+		return fmt.Errorf("config: alertmanager.api_version %q: only v2 is supported", a.APIVersion)
+	}
+	if a.Timeout < 0 {
+		return errors.New("config: alertmanager.timeout must not be negative")
+	}
+	// The client checks its TLS files and the credentials-over-http rule
+	// when it is built; this catches conflicting settings early.
+	if err := a.HTTP.Validate(); err != nil {
+		return fmt.Errorf("config: alertmanager: %w", err)
+	}
+	return nil
 }
 
 // Defaults returns a configuration with every default set.
@@ -189,7 +254,7 @@ func Defaults() Config {
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
-		Alertmanager: Alertmanager{ResendInterval: time.Minute},
+		Alertmanager: Alertmanager{ResendInterval: time.Minute, Timeout: 10 * time.Second, HTTP: promconfig.DefaultHTTPClientConfig},
 	}
 }
 
@@ -275,6 +340,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: state_dir is required")
 	case c.Alertmanager.ResendInterval <= 0:
 		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
+	}
+	if err := c.Alertmanager.validate(); err != nil {
+		return err
 	}
 	return c.Kafka.ValidateSecurity()
 }

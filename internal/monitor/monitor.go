@@ -111,16 +111,9 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
 		return nil, err
 	}
-	acfg := alert.Config{
-		URLs:           cfg.Alertmanager.URLs,
-		ExternalURL:    cfg.HTTP.ExternalURL,
-		ResendInterval: cfg.Alertmanager.ResendInterval,
-		Now:            opts.Now,
-	}
-	acfg.BearerToken = cfg.Alertmanager.BearerToken
-	if cfg.Alertmanager.Username != "" {
-		acfg.BasicAuth = &alert.BasicAuth{Username: cfg.Alertmanager.Username, Password: cfg.Alertmanager.Password}
-	}
+	acfg := AlertConfig(cfg.Alertmanager)
+	acfg.ExternalURL = cfg.HTTP.ExternalURL
+	acfg.Now = opts.Now
 	if m.alerts, err = alert.NewManager(acfg, m.store.DB(), m.reg, m.log.Named("alert")); err != nil {
 		return nil, err
 	}
@@ -211,6 +204,20 @@ func (m *Monitor) listen(cfg config.HTTP) error {
 		zap.Bool("basic_auth", sec.BasicAuth), zap.Bool("client_certificates", sec.ClientCertificates),
 		zap.Bool("open_health_checks", cfg.OpenHealthChecks))
 	return nil
+}
+
+// AlertConfig turns the alertmanager section of the configuration into the
+// alert manager's targets and HTTP client settings.
+func AlertConfig(am config.Alertmanager) alert.Config {
+	return alert.Config{
+		URLs:           am.Targets(),
+		ResendInterval: am.ResendInterval,
+		ClientConfig: alert.ClientConfig{
+			Timeout:                  am.Timeout,
+			HTTP:                     am.HTTP,
+			AllowCredentialsOverHTTP: am.AllowCredentialsOverHTTP,
+		},
+	}
 }
 
 // RuleSpecs turns compiled rules into what the alert manager needs.

@@ -29,15 +29,11 @@ const SourceLabel = "invmon_source"
 // state lives in the replay's own database, so resuming a finished replay
 // does not page twice within the resend interval.
 func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]string, error) {
-	am := o.Config.Alertmanager
-	if len(am.URLs) == 0 {
-		return nil, errors.New("replay: --alert needs alertmanager.urls in the configuration")
+	cfg := monitor.AlertConfig(o.Config.Alertmanager)
+	if len(cfg.URLs) == 0 {
+		return nil, errors.New("replay: --alert needs alertmanager.urls (or static_configs) in the configuration")
 	}
-	cfg := alert.Config{URLs: am.URLs, ResendInterval: am.ResendInterval, Now: o.Now}
-	cfg.BearerToken = am.BearerToken
-	if am.Username != "" {
-		cfg.BasicAuth = &alert.BasicAuth{Username: am.Username, Password: am.Password}
-	}
+	cfg.Now = o.Now
 	mgr, err := alert.NewManager(cfg, r.store.DB(), nil, r.log.Named("alert"))
 	if err != nil {
 		return nil, fmt.Errorf("replay: alert manager: %w", err)
