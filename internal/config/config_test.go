@@ -113,3 +113,25 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHardenedExampleLoads keeps deploy/monitor-hardened.yaml valid and
+// hardened: Kafka over TLS with SCRAM, the password from a file.
+func TestHardenedExampleLoads(t *testing.T) {
+	cfg, err := Load("../../deploy/monitor-hardened.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	k := cfg.Kafka
+	if !k.TLS.Enabled || k.TLS.Config.CAFile == "" || k.TLS.Config.InsecureSkipVerify {
+		t.Errorf("kafka.tls %+v: want TLS verified against a CA file", k.TLS)
+	}
+	if k.SASL.Mechanism != "SCRAM-SHA-512" || k.SASL.PasswordFile == "" || k.SASL.Password != "" {
+		t.Errorf("kafka.sasl: want SCRAM-SHA-512 with the password from a file, got mechanism %q", k.SASL.Mechanism)
+	}
+	if cfg.HTTP.WebConfigFile == "" {
+		t.Error("http.web_config_file: want a web configuration")
+	}
+}

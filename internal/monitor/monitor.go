@@ -88,6 +88,11 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 			m.Close()
 		}
 	}()
+	// Kafka settings fail first: reading them touches no state.
+	kopts, err := kafkaconn.Options(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
 	rs := opts.Rules
 	if rs == nil {
 		if rs, err = rules.LoadFiles(cfg.RuleFiles...); err != nil {
@@ -125,10 +130,6 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		return nil, err
 	}
 	m.alerts.Seed(open)
-	kopts, err := kafkaconn.Options(cfg.Kafka)
-	if err != nil {
-		return nil, err
-	}
 	// A wrong password, CA or certificate stops the start here with the
 	// broker's name and the cause, rather than in a client's retry loop.
 	if err := kafkaconn.Check(ctx, cfg.Kafka.Brokers, kopts); err != nil {
