@@ -29,6 +29,22 @@ type Config struct {
 	RuleFiles    []string     `yaml:"rule_files"`
 	HTTP         HTTP         `yaml:"http"`
 	Alertmanager Alertmanager `yaml:"alertmanager"`
+	EventTime    EventTime    `yaml:"event_time"`
+}
+
+// EventTime bounds the event times the monitor accepts. A record whose event
+// time (or a deadline it sets) falls outside is a dead letter with reason
+// bad_time: a year past 9999 or a timestamp in microseconds read as
+// milliseconds would otherwise move a watermark years ahead.
+type EventTime struct {
+	// Min is the earliest event time accepted. Default 1970-01-01T00:00:00Z.
+	Min time.Time `yaml:"min"`
+	// Max is the latest event time accepted; later values are clamped to the
+	// default, the latest state can encode. Default 2200-01-01T00:00:00Z.
+	Max time.Time `yaml:"max"`
+	// MaxFuture, when positive, also rejects event times further than this
+	// ahead of the monitor's clock. Default 0 (off).
+	MaxFuture time.Duration `yaml:"max_future"`
 }
 
 // Kafka configures the cluster connection and the consumer group.
@@ -53,8 +69,13 @@ type Kafka struct {
 	// restarted process with the same id takes its partitions back at once
 	// instead of waiting out the session timeout. Default none (dynamic).
 	InstanceID string `yaml:"instance_id"`
-	TLS        TLS    `yaml:"tls"`
-	SASL       SASL   `yaml:"sasl"`
+	// ProduceTimeout bounds how long a batch waits for the brokers to
+	// acknowledge its dead letters and changelog records. Past it the member
+	// stops with an error, commits nothing after its last durable batch and
+	// exits non-zero, so a restart re-reads the batch. Default 30s.
+	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+	TLS            TLS           `yaml:"tls"`
+	SASL           SASL          `yaml:"sasl"`
 }
 
 // TLS configures TLS to the brokers. Default off.
@@ -249,7 +270,7 @@ func (a Alertmanager) validate() error {
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true},
+		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 30 * time.Second},
 		StateDir: "./invmon-state",
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
@@ -340,6 +361,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: state_dir is required")
 	case c.Alertmanager.ResendInterval <= 0:
 		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
+	case c.Kafka.ProduceTimeout < 0:
+		return fmt.Errorf("config: kafka.produce_timeout must not be negative")
+	case !c.EventTime.Min.IsZero() && !c.EventTime.Max.IsZero() && !c.EventTime.Min.Before(c.EventTime.Max):
+		return fmt.Errorf("config: event_time.min must be before event_time.max")
 	}
 	if err := c.Alertmanager.validate(); err != nil {
 		return err

@@ -55,6 +55,15 @@ type Config struct {
 	// TickInterval is how often the watermarks are advanced when no records
 	// arrive, so absence is detected on a silent stream. Default 1s.
 	TickInterval time.Duration
+	// ProduceTimeout bounds how long a batch waits for the brokers to
+	// acknowledge its dead letters, changelog and feed records; past it the
+	// batch fails and Run returns the error, committing nothing after the
+	// last durable batch. Default 30s.
+	ProduceTimeout time.Duration
+	// TimeBounds are the event times the engines accept; a record outside
+	// them is a dead letter with reason bad_time. Default
+	// engine.DefaultTimeBounds.
+	TimeBounds engine.TimeBounds
 	// Opts are extra franz-go options such as TLS and SASL.
 	Opts []kgo.Opt
 	// Now is the clock. Default time.Now.
@@ -86,6 +95,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second
+	}
+	if c.ProduceTimeout == 0 {
+		c.ProduceTimeout = 30 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -127,6 +139,23 @@ type Consumer struct {
 
 	ready    atomic.Bool
 	inflight atomic.Int64
+
+	// durable holds the offsets of the last batch made durable: the only
+	// offsets ever committed, also on revoke and close.
+	durableMu sync.Mutex
+	durable   map[string]map[int32]kgo.EpochOffset
+
+	// produceSince is when the current bounded produce began (unix nanos),
+	// 0 when none is waiting.
+	produceSince    atomic.Int64
+	produceFailures prometheus.Counter
+	// dlqLimit is the largest dead letter the dead-letter topic accepts.
+	dlqLimit int
+	// beforeProduce and beforeStateCommit, when set, run before each batch's
+	// produce and state commit (the latter failing it with its error): the
+	// fault-injection points of the tests.
+	beforeProduce     func([]*kgo.Record)
+	beforeStateCommit func() error
 
 	topicsCheckedAt time.Time
 	records         atomic.Int64
@@ -181,6 +210,9 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		dlqOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_dead_letters_total", Help: "Records sent to the dead-letter topic, per source topic and reason.",
 		}, []string{"topic", "reason"}),
+		produceFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invmon_state_produce_failures_total", Help: "Batches whose dead letters, changelog or feed records were not acknowledged in time; each stops the member without committing.",
+		}),
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -204,7 +236,10 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.OnPartitionsLost(c.onLost),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned)
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned, c.produceFailures,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and feed records; 0 when none waits.",
+			}, c.produceWaiting))
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
 	}
 	if cfg.InstanceID != "" {
@@ -274,6 +309,7 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 			return fmt.Errorf("create dead-letter topic %q: %w", c.cfg.DLQTopic, errors.Join(err, resp.Err))
 		}
 	}
+	c.dlqLimit = c.deadLetterLimit(ctx)
 	return nil
 }
 
@@ -287,8 +323,11 @@ func (c *Consumer) Close() {
 }
 
 // Ready reports whether the consumer has joined the group and loaded the
-// state of its partitions.
-func (c *Consumer) Ready() bool { return c.ready.Load() }
+// state of its partitions, and is not failed or stalled making a batch
+// durable.
+func (c *Consumer) Ready() bool {
+	return c.ready.Load() && c.commitErr.Load() == nil && !c.produceStalled()
+}
 
 // Stats is a snapshot of the consumer's progress.
 type Stats struct {
@@ -346,15 +385,18 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, tps map[string][
 }
 
 // onRevoked commits and drops the revoked partitions' engines. Every batch's
-// state is durable before the poll loop allows a rebalance.
+// state is durable before the poll loop allows a rebalance. franz-go calls it
+// on Close too.
 func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, tps map[string][]int32) {
 	// Everything evaluated must be durable (and in the changelog) before the
 	// next owner restores it; then a blocking commit, so it starts after it.
+	// Only offsets of durable batches are committed: what was polled but
+	// not made durable (a failed batch, an error before it was queued) must
+	// be read again by whoever owns the partition next.
 	if err := c.flush(); err != nil {
-		c.log.Error("batch not committed before revoke", zap.Error(err))
-	}
-	if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-		c.log.Warn("commit offsets on revoke", zap.Error(err))
+		c.log.Error("batch not durable; committing no offset past the last durable batch", zap.Error(err))
+	} else if offs := c.durableOffsets(); len(offs) > 0 {
+		cl.CommitOffsetsSync(ctx, offs, c.onCommitted)
 	}
 	c.drop(tps)
 	c.log.Info("partitions revoked", zap.Any("partitions", tps))
@@ -368,6 +410,7 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, tps map[string][]int
 }
 
 func (c *Consumer) drop(tps map[string][]int32) {
+	c.forgetDurable(tps)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for t, ps := range tps {
@@ -433,14 +476,21 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		work[p] = append(work[p], ftp)
 	})
 	var wg sync.WaitGroup
+	errs := make(chan error, len(work))
 	for p, ftps := range work {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.apply(p, ftps, now)
+			if err := c.apply(p, ftps, now); err != nil {
+				errs <- err
+			}
 		}()
 	}
 	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
 	c.refreshOffsets(now)
 	c.owned.Set(float64(len(c.parts)))
 	if err := c.recheckTopics(now); err != nil {
@@ -540,8 +590,11 @@ func (c *Consumer) commit(b *batch) error {
 		out = append(out, feed...)
 	}
 	if len(out) > 0 {
-		results := c.cl.ProduceSync(context.Background(), out...)
-		if err := results.FirstErr(); err != nil {
+		if c.beforeProduce != nil {
+			c.beforeProduce(out)
+		}
+		results, err := c.produceBounded(out)
+		if err != nil {
 			return fmt.Errorf("produce dead letters and changelog: %w", err)
 		}
 		ends := map[int32]int64{}
@@ -554,6 +607,11 @@ func (c *Consumer) commit(b *batch) error {
 			b.deltas[i].ChangelogEnd = ends[b.deltas[i].Partition]
 		}
 	}
+	if c.beforeStateCommit != nil {
+		if err := c.beforeStateCommit(); err != nil {
+			return err
+		}
+	}
 	if err := c.store.Commit(b.deltas...); err != nil {
 		return err
 	}
@@ -561,6 +619,7 @@ func (c *Consumer) commit(b *batch) error {
 	// applied, and records at or below that are skipped on re-read, so a
 	// commit that lags or fails costs a re-read, never correctness. Waiting
 	// for it would stall the next batch by a broker round trip.
+	c.setDurable(b.offsets)
 	c.cl.CommitOffsets(context.Background(), b.offsets, c.onCommitted)
 	c.ready.Store(true)
 	var changed []violation.Violation
@@ -598,7 +657,7 @@ func (c *Consumer) loadAssigned(now time.Time) error {
 					return fmt.Errorf("restore partition %d: %w", id, err)
 				}
 			}
-			eng, err := engine.NewPartition(id, c.rs, c.store.Snapshot(id), c.metrics, c.log, now)
+			eng, err := c.newEngine(id, now)
 			if err != nil {
 				return err
 			}
@@ -617,18 +676,68 @@ func (c *Consumer) loadAssigned(now time.Time) error {
 	return nil
 }
 
-func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.Time) {
+// newEngine loads partition id's engine from its durable state.
+func (c *Consumer) newEngine(id int32, now time.Time) (*engine.Partition, error) {
+	eng, err := engine.NewPartition(id, c.rs, c.store.Snapshot(id), c.metrics, c.log, now)
+	if err != nil {
+		return nil, err
+	}
+	eng.SetTimeBounds(c.cfg.TimeBounds)
+	return eng, nil
+}
+
+// apply hands one poll's records of a partition to its engine. A record
+// whose evaluation panicked half-way leaves the engine's state half-changed:
+// the engine is then rebuilt from durable state, the poll's records are
+// applied again without that one, and it becomes a dead letter (reason
+// panic). So a panic neither crashes the member (and crash-loops it on the
+// same record) nor commits past a record whose effects were lost.
+func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.Time) error {
+	poisoned := map[*kgo.Record]*engine.PanicError{}
+	for {
+		bad, pe := c.applyOnce(p, ftps, now, poisoned)
+		if bad == nil {
+			return nil
+		}
+		poisoned[bad] = pe
+		c.log.Error("evaluating a record panicked; rebuilding the partition without it and dead-lettering it",
+			zap.String("topic", bad.Topic), zap.Int32("partition", bad.Partition), zap.Int64("offset", bad.Offset),
+			zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		// The engine's durable state is what every batch before this one
+		// wrote: wait until all of them are written, then reload it.
+		if err := c.flush(); err != nil {
+			return err
+		}
+		eng, err := c.newEngine(p.id, now)
+		if err != nil {
+			return fmt.Errorf("rebuild partition %d after a panic: %w", p.id, err)
+		}
+		p.eng, p.batch, p.dlq = eng, map[string]int64{}, nil
+	}
+}
+
+// applyOnce applies the records, dead-lettering the poisoned ones. It stops
+// at the first record that panics while changing state and returns it.
+func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now time.Time, poisoned map[*kgo.Record]*engine.PanicError) (*kgo.Record, *engine.PanicError) {
 	var rec engine.Record
 	for _, ftp := range ftps {
 		applied := p.applied[ftp.Topic]
 		for _, r := range ftp.Records {
 			p.next[ftp.Topic] = r.Offset + 1
-			c.records.Add(1)
 			if r.Offset <= applied {
 				continue // its effects are already in the state
 			}
+			if pe, ok := poisoned[r]; ok {
+				p.dlq = append(p.dlq, c.deadLetter(r, &engine.DecodeError{Reason: engine.ReasonPanic, Err: pe}))
+				p.batch[ftp.Topic] = r.Offset
+				continue
+			}
 			rec = engine.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 			if err := p.eng.Apply(&rec, now); err != nil {
+				var pe *engine.PanicError
+				if errors.As(err, &pe) {
+					return r, pe
+				}
 				var de *engine.DecodeError
 				if !errors.As(err, &de) {
 					de = &engine.DecodeError{Reason: "error", Err: err}
@@ -638,18 +747,27 @@ func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.
 			p.batch[ftp.Topic] = r.Offset
 		}
 	}
+	for _, ftp := range ftps {
+		c.records.Add(int64(len(ftp.Records)))
+	}
+	return nil, nil
 }
 
 func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record {
 	c.dlqCount.Add(1)
 	c.dlqOut.WithLabelValues(r.Topic, de.Reason).Inc()
-	return &kgo.Record{
+	msg := de.Error()
+	if len(msg) > maxErrorHeader {
+		// The message may quote the record; the record is there already.
+		msg = msg[:maxErrorHeader] + "…"
+	}
+	dl := &kgo.Record{
 		Topic:     c.cfg.DLQTopic,
 		Partition: 0,
 		Key:       r.Key,
 		Value:     r.Value,
 		Headers: []kgo.RecordHeader{
-			{Key: "invmon.error", Value: []byte(de.Error())},
+			{Key: "invmon.error", Value: []byte(msg)},
 			{Key: "invmon.reason", Value: []byte(de.Reason)},
 			{Key: "invmon.source.topic", Value: []byte(r.Topic)},
 			{Key: "invmon.source.partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
@@ -657,6 +775,55 @@ func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record
 			{Key: "invmon.stream", Value: []byte(de.Stream)},
 			{Key: "invmon.rule", Value: []byte(de.Rule)},
 		},
+	}
+	fitDeadLetter(dl, c.dlqLimit)
+	return dl
+}
+
+// maxErrorHeader bounds the error message a dead letter carries.
+const maxErrorHeader = 1024
+
+// setDurable records the offsets of a batch that is now durable.
+func (c *Consumer) setDurable(offs map[string]map[int32]kgo.EpochOffset) {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	if c.durable == nil {
+		c.durable = map[string]map[int32]kgo.EpochOffset{}
+	}
+	for t, ps := range offs {
+		if c.durable[t] == nil {
+			c.durable[t] = map[int32]kgo.EpochOffset{}
+		}
+		for p, o := range ps {
+			c.durable[t][p] = o
+		}
+	}
+}
+
+// durableOffsets returns a copy of the offsets of the durable batches, per
+// partition still owned.
+func (c *Consumer) durableOffsets() map[string]map[int32]kgo.EpochOffset {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	out := make(map[string]map[int32]kgo.EpochOffset, len(c.durable))
+	for t, ps := range c.durable {
+		out[t] = make(map[int32]kgo.EpochOffset, len(ps))
+		for p, o := range ps {
+			out[t][p] = o
+		}
+	}
+	return out
+}
+
+// forgetDurable drops the offsets of partitions this member no longer owns,
+// so a later revoke never commits them over their new owner's.
+func (c *Consumer) forgetDurable(tps map[string][]int32) {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	for t, ps := range tps {
+		for _, p := range ps {
+			delete(c.durable[t], p)
+		}
 	}
 }
 

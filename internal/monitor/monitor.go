@@ -145,19 +145,21 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		}
 	}
 	m.consumer, err = consumer.New(ctx, consumer.Config{
-		Brokers:      cfg.Kafka.Brokers,
-		Group:        cfg.Kafka.Group,
-		ClientID:     cfg.Kafka.ClientID,
-		DLQTopic:     cfg.Kafka.DLQTopic,
-		InstanceID:   cfg.Kafka.InstanceID,
-		Changelog:    cfg.Kafka.Changelog,
-		Feed:         cfg.Kafka.Changelog,
-		TickInterval: opts.TickInterval,
-		Opts:         kopts,
-		Now:          opts.Now,
-		Registerer:   m.reg,
-		OnCommit:     m.onCommit,
-		OnBlind:      m.onBlind,
+		Brokers:        cfg.Kafka.Brokers,
+		Group:          cfg.Kafka.Group,
+		ClientID:       cfg.Kafka.ClientID,
+		DLQTopic:       cfg.Kafka.DLQTopic,
+		InstanceID:     cfg.Kafka.InstanceID,
+		Changelog:      cfg.Kafka.Changelog,
+		Feed:           cfg.Kafka.Changelog,
+		TickInterval:   opts.TickInterval,
+		ProduceTimeout: cfg.Kafka.ProduceTimeout,
+		TimeBounds:     engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
+		Opts:           kopts,
+		Now:            opts.Now,
+		Registerer:     m.reg,
+		OnCommit:       m.onCommit,
+		OnBlind:        m.onBlind,
 	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
 	if err != nil {
 		return nil, err
