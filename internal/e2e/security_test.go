@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +38,18 @@ func secureKafkaYAML(b *kafkatest.SecureBroker, group, passwordFile, caFile stri
     username: %s
     password_file: %q
 `, b.SASLAddr, group, group+"-violations", caFile, b.ServerName, b.User, passwordFile)
+}
+
+// withBasicAuth adds basic-auth credentials to every request.
+type withBasicAuth struct {
+	next       http.RoundTripper
+	user, pass string
+}
+
+func (b withBasicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(b.user, b.pass)
+	return b.next.RoundTrip(r)
 }
 
 // readSecure reads topic from its start over the SASL_SSL listener with the
@@ -71,20 +85,32 @@ func readSecure(t *testing.T, b *kafkatest.SecureBroker, k config.Kafka, topic s
 // listener with SCRAM-SHA-512 (TLS verified against the test CA under the
 // broker's name, the password from a file) and nothing else: it consumes,
 // writes its changelog, dead-letter and violations topics, and pages the
-// Alertmanager about the missing ledger entry.
+// Alertmanager, over TLS with basic auth, about the missing ledger entry.
 func TestMonitorOverSASLSSL(t *testing.T) {
 	b := kafkatest.SecureKafka(t)
 	prefix := fmt.Sprintf("sec%d-", time.Now().UnixNano())
 	// Setup through the PLAINTEXT listener; the monitor only knows SASL_SSL.
 	kafkatest.CreateTopics(t, b.Addr(), 2, prefix+"payments", prefix+"ledger")
-	hook := kafkatest.NewWebhookReceiver(t)
-	am := kafkatest.StartAlertmanager(t, hook.URL())
-
 	dir := t.TempDir()
 	passwordFile := filepath.Join(dir, "kafka-password")
-	if err := os.WriteFile(passwordFile, []byte(b.Password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	amPasswordFile := filepath.Join(dir, "alertmanager-password")
+	for file, pw := range map[string]string{passwordFile: b.Password, amPasswordFile: "am-password"} {
+		if err := os.WriteFile(file, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// The Alertmanager serves HTTPS only and wants basic auth (its own
+	// --web.config.file), from a CA of its own.
+	amCA := kafkatest.NewCA(t, "am-ca")
+	amCert := amCA.Server(t, "alertmanager")
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: amCA.Pool(), MinVersion: tls.VersionTLS12}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hook := kafkatest.NewWebhookReceiver(t)
+	am := kafkatest.StartAlertmanagerWith(t, hook.URL(), kafkatest.AlertmanagerOptions{
+		TLS: &amCert, Users: map[string]string{"monitor": "am-password"},
+		ReadyClient: &http.Client{Timeout: time.Second, Transport: withBasicAuth{tr, "monitor", "am-password"}},
+	})
+	amHost := strings.TrimPrefix(am.URL(), "https://")
 	group := prefix + "group"
 	ruleFile := writeRules(t, dir, prefix)
 	kafkaYAML := secureKafkaYAML(b, group, passwordFile, b.CA.CertFile)
@@ -92,8 +118,13 @@ func TestMonitorOverSASLSSL(t *testing.T) {
 		return kafkaYAML + fmt.Sprintf(`state_dir: %s
 rule_files: [%q]
 http: {listen: %q, external_url: "http://%s"}
-alertmanager: {urls: [%q], resend_interval: 2s}
-`, filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, am.URL())
+alertmanager:
+  scheme: https
+  static_configs: [{targets: [%q]}]
+  resend_interval: 2s
+  basic_auth: {username: monitor, password_file: %q}
+  tls_config: {ca_file: %q}
+`, filepath.Join(dir, "state"), ruleFile, httpAddr, httpAddr, amHost, amPasswordFile, amCA.CertFile)
 	})
 
 	produce := producerTo(t, b.Addr(), prefix, "acct-7")
