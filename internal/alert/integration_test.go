@@ -65,7 +65,7 @@ func TestRealAlertmanager(t *testing.T) {
 		if firing.Annotations["runbook_url"] != paymentRule.RunbookURL {
 			t.Errorf("runbook_url = %q", firing.Annotations["runbook_url"])
 		}
-		if want := externalURL + "/api/v1/violations?rule=" + ruleName + "&state=open"; firing.GeneratorURL != want {
+		if want := externalURL + "/rules/" + ruleName; firing.GeneratorURL != want {
 			t.Errorf("generatorURL = %q, want %q", firing.GeneratorURL, want)
 		}
 

@@ -33,7 +33,7 @@ type Config struct {
 	// the others. Default none: alerts are tracked and persisted but not sent.
 	URLs []string
 	// ExternalURL is the monitor's own base URL, used to build each alert's
-	// generatorURL (<ExternalURL>/api/v1/violations?rule=<name>&state=open).
+	// generatorURL: the rule's page in the console, <ExternalURL>/rules/<name>.
 	// Default "": alerts carry no generatorURL.
 	ExternalURL string
 	// EvalInterval is how often Run calls Tick. Default 1s.
@@ -652,8 +652,9 @@ func (m *Manager) generatorURL(rule string) string {
 	if m.cfg.ExternalURL == "" {
 		return ""
 	}
-	q := url.Values{"rule": {rule}, "state": {"open"}}
-	return strings.TrimRight(m.cfg.ExternalURL, "/") + "/api/v1/violations?" + q.Encode()
+	// The rule's page in the console: its definition, its open violations
+	// and their history. (The console links to the JSON API from there.)
+	return strings.TrimRight(m.cfg.ExternalURL, "/") + "/rules/" + url.PathEscape(rule)
 }
 
 // reconcileLocked moves m.alerts towards desired and returns the records

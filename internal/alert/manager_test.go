@@ -121,7 +121,7 @@ func TestAnnotationsCarryTheSummaryAndNoEntityInLabels(t *testing.T) {
 	if len(a.Annotations) != len(want) {
 		t.Errorf("annotations = %v, want exactly the keys of %v", a.Annotations, want)
 	}
-	wantURL := externalURL + "/api/v1/violations?rule=payment+without%2Fledger&state=open"
+	wantURL := externalURL + "/rules/payment%20without%2Fledger"
 	if a.GeneratorURL != wantURL {
 		t.Errorf("generatorURL = %q, want %q", a.GeneratorURL, wantURL)
 	}

@@ -182,6 +182,7 @@ func (m *Monitor) listen(cfg config.HTTP) error {
 	}
 	handler := server.New(server.Sources{
 		Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
+		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers,
 	})
 	var err error
 	m.web, err = webserve.New(handler, webserve.Options{

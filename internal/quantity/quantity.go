@@ -9,6 +9,7 @@ package quantity
 
 import (
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -118,4 +119,22 @@ func (u Unit) Text(v float64) string {
 // Int formats a count with thousands separators: "24,683".
 func Int[T ~int | ~int32 | ~int64 | ~uint64](n T) string {
 	return printer.Sprintf("%d", int64(n))
+}
+
+// decimalsRE finds decimal numbers in text; a digit or point right before
+// one (a version like 1.26.8) is skipped by the callers' exclusions.
+var decimalsRE = regexp.MustCompile(`\d+\.(\d+)`)
+
+// ExcessDecimals returns every decimal number in text with more than
+// decimals digits after the point: the float noise a person must never
+// read. Callers strip what is not a figure first (timestamps, versions,
+// rule source).
+func ExcessDecimals(text string, decimals int) []string {
+	var out []string
+	for _, m := range decimalsRE.FindAllStringSubmatch(text, -1) {
+		if len(m[1]) > decimals {
+			out = append(out, m[0])
+		}
+	}
+	return out
 }

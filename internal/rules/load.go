@@ -112,6 +112,9 @@ type Rule struct {
 	State      *StateRule
 	// Pos is where the rule is defined.
 	Pos Pos
+	// Source is the rule's YAML as written in its file (comments kept,
+	// re-indented), for people: the console shows it.
+	Source string
 }
 
 // Inputs returns the streams whose events the rule evaluates: together
@@ -445,6 +448,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	rule := &Rule{
 		Name:        r.Name.Value,
 		Kind:        r.Kind.Value,
+		Source:      yamlSource(r.raw),
 		Description: r.Description.Value,
 		Labels:      map[string]string{},
 		Annotations: map[string]string{},
@@ -587,6 +591,21 @@ func (l *loader) ruleVersion(r *ruleSpec, streams []string) string {
 }
 
 // canonical renders a YAML node's content without comments or positions.
+// yamlSource re-encodes a rule's node for display; "" if it cannot.
+func yamlSource(n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(n); err != nil {
+		return ""
+	}
+	_ = enc.Close()
+	return b.String()
+}
+
 func canonical(n *yaml.Node) string {
 	var b bytes.Buffer
 	var walk func(n *yaml.Node)

@@ -1,5 +1,5 @@
 // Package server serves the monitor's HTTP interface: metrics, health
-// checks, and the violations and rules API.
+// checks, the violations and rules API, and the web console at "/".
 package server
 
 import (
@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
@@ -22,6 +23,10 @@ type Sources struct {
 	Rules    func() *rules.RuleSet
 	Ready    func() bool
 	Gatherer prometheus.Gatherer
+	// Blind returns the streams reported blind now (for the console).
+	Blind func() []string
+	// Brokers are the seed brokers (the console's kcat command lines).
+	Brokers []string
 }
 
 // New returns the monitor's HTTP handler.
@@ -41,6 +46,9 @@ func New(src Sources) http.Handler {
 	mux.HandleFunc("GET /api/v1/violations", src.violations)
 	mux.HandleFunc("GET /api/v1/violations/{id}", src.violation)
 	mux.HandleFunc("GET /api/v1/rules", src.rules)
+	// The console for people, on the same mux: whatever wraps this handler
+	// (TLS, authentication) covers both.
+	console.Register(mux, console.Sources{Store: src.Store, Rules: src.Rules, Gatherer: src.Gatherer, Blind: src.Blind, Brokers: src.Brokers})
 	return mux
 }
 
