@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,13 +20,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/demo"
+	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/violation"
+	"github.com/invmon/invmon/internal/webserve"
 	examplerules "github.com/invmon/invmon/rules"
 )
 
@@ -399,4 +405,72 @@ func (r *alertRecorder) alerts() []alert.Alert {
 		out = append(out, a)
 	}
 	return out
+}
+
+// TestConsoleSitsBehindTheAPIsAuth serves the monitor's handler the way the
+// monitor does, through the web configuration with basic auth: every console
+// page is refused without credentials, and served with them.
+func TestConsoleSitsBehindTheAPIsAuth(t *testing.T) {
+	store, err := joinstate.Open(t.TempDir(), joinstate.Options{InMemory: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	names, sources, err := examplerules.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.Parse(names, sources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  oncall: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	handler := server.New(server.Sources{Store: store, Rules: func() *rules.RuleSet { return rs }, Ready: func() bool { return true },
+		Gatherer: prometheus.NewRegistry()})
+	web, err := webserve.New(handler, webserve.Options{WebConfigFile: webConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = web.Serve(l) }()
+	t.Cleanup(func() { _ = web.Shutdown(context.Background()) })
+	base := "http://" + l.Addr().String()
+	for _, path := range []string{"/", "/rules/" + rs.Rules[0].Name, "/violations/0123456789abcdef01234567", "/static/console.css"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without credentials: %s, want 401 Unauthorized", path, resp.Status)
+		}
+		if strings.Contains(string(body), rs.Rules[0].Name) {
+			t.Errorf("GET %s without credentials shows the rules", path)
+		}
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.SetBasicAuth("oncall", "s3cret")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := http.StatusOK
+		if strings.HasPrefix(path, "/violations/") {
+			want = http.StatusNotFound // authenticated, and no such violation
+		}
+		if resp.StatusCode != want {
+			t.Errorf("GET %s with credentials: %s, want %d", path, resp.Status, want)
+		}
+	}
 }
