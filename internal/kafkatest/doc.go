@@ -5,7 +5,11 @@
 // the kcat producer, and franz-go's in-process kfake for unit tests that do not
 // need a real broker.
 //
-// A package whose tests use Kafka or StartAlertmanager calls Main from its
+// SecureKafka runs a second broker whose client listeners require
+// authentication (SASL_SSL with SCRAM, PLAIN and OAUTHBEARER, and TLS with a
+// required client certificate), with certificates from a test CA (NewCA).
+//
+// A package whose tests use Kafka, SecureKafka or StartAlertmanager calls Main from its
 // TestMain, so that the peers are stopped when the test binary ends:
 //
 //	func TestMain(m *testing.M) { kafkatest.Main(m) }
@@ -22,7 +26,9 @@
 //
 //   - KAFKA_BROKERS: when set, Kafka returns it instead of starting a broker,
 //     so the same tests run against an existing cluster. StartKafka always
-//     starts a broker of its own, since its callers stop and restart it.
+//     starts a broker of its own, since its callers stop and restart it, and
+//     so does SecureKafka, whose callers need the cluster's CA and
+//     credentials.
 //   - CI=true: a missing Java, Kafka jar cache, Alertmanager or kcat fails the
 //     test with the reason. Otherwise such a test is skipped, and the skip
 //     message says that `make test` installs what is missing.
