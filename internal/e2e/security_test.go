@@ -14,11 +14,13 @@ import (
 	"time"
 
 	promconfig "github.com/prometheus/common/config"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/kafkatest"
+	"github.com/invmon/invmon/internal/sim"
 )
 
 // secureKafkaYAML is the kafka section of a monitor configuration that
@@ -238,4 +240,53 @@ func TestMonitorRefusesBadKafkaCredentials(t *testing.T) {
 			t.Logf("exit %d after %s: %s", exit.ExitCode(), took.Round(time.Millisecond), strings.TrimSpace(msg[strings.LastIndex(strings.TrimSpace(msg), "\n")+1:]))
 		})
 	}
+}
+
+// TestSimulateOverSASLSSL: `monitor simulate --config` reaches the cluster
+// with the configuration's TLS and SASL, like `monitor run`.
+func TestSimulateOverSASLSSL(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "kafka-password")
+	if err := os.WriteFile(pw, []byte(b.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "monitor.yaml")
+	if err := os.WriteFile(cfg, []byte(secureKafkaYAML(b, "sim", pw, b.CA.CertFile)+"rule_files: [r.yaml]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	topics := []string{sim.TopicPayments, sim.TopicLedger, sim.TopicOrders, sim.TopicEntitlements, sim.TopicAccounts}
+	before := endOffsets(t, b.Addr(), topics)
+	out, err := exec.Command(buildMonitor(t), "simulate", "--config", cfg, "--scenario", "clean", "--payments", "20").CombinedOutput()
+	if err != nil {
+		t.Fatalf("simulate: %v\n%s", err, out)
+	}
+	var produced int64
+	if _, err := fmt.Sscanf(string(out), "produced %d events", &produced); err != nil || produced == 0 {
+		t.Fatalf("simulate output %q", out)
+	}
+	if got := endOffsets(t, b.Addr(), topics) - before; got != produced {
+		t.Fatalf("the topics grew by %d records; simulate says it produced %d", got, produced)
+	}
+}
+
+// endOffsets sums the end offsets of every partition of topics.
+func endOffsets(t *testing.T, brokers string, topics []string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			n += o.Offset
+		}
+	})
+	return n
 }
