@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -38,7 +39,41 @@ type Aggregate struct {
 	Unit quantity.Unit
 	// Top holds at most TopN open violations, highest impact first (ties by
 	// key, then id, so annotations do not flap between equal entities).
+	// In annotations their keys and customers are as the privacy settings
+	// show them.
 	Top []violation.Violation
+	// TotalBand is set when annotations show impact as bands
+	// (privacy.impact_bands); Total is then the band's lower bound.
+	TotalBand string
+}
+
+// minimized returns agg as annotations may show it: the top entities'
+// identifiers minimised and amounts banded. Counts stay exact, and so does
+// the severity, which is decided on agg itself.
+func minimized(agg Aggregate, m *privacy.Minimizer) Aggregate {
+	if !m.Active() {
+		return agg
+	}
+	agg.Top = m.Violations(agg.Top)
+	if label, lower := m.Band(agg.Total); label != "" && !agg.Unit.Counted {
+		agg.Total, agg.TotalBand = lower, label
+		agg.TotalText = label
+		if agg.Unit.Name != "" {
+			agg.TotalText += " " + agg.Unit.Name
+		}
+	}
+	return agg
+}
+
+// impactText is one violation's impact in a sentence, its band when banded.
+func impactText(u quantity.Unit, v violation.Violation) string {
+	if v.ImpactBand == "" {
+		return u.Text(v.Impact)
+	}
+	if u.Name == "" {
+		return v.ImpactBand
+	}
+	return v.ImpactBand + " " + u.Name
 }
 
 // aggregate summarizes open in one pass: the top entities are kept by
@@ -115,6 +150,9 @@ func defaultAnnotations(agg Aggregate, runbookURL string) map[string]string {
 		b.WriteString(".")
 	} else {
 		ann["total_impact"] = agg.Unit.Plain(agg.Total)
+		if agg.TotalBand != "" {
+			ann["total_impact"] = agg.TotalBand
+		}
 		fmt.Fprintf(&b, " with a total impact of %s.", agg.TotalText)
 	}
 	if len(agg.Top) > 0 {
@@ -126,7 +164,7 @@ func defaultAnnotations(agg Aggregate, runbookURL string) map[string]string {
 		for _, v := range agg.Top {
 			fmt.Fprintf(&b, "\n- key=%s customer=%s", v.Key, orDash(v.Customer))
 			if !agg.Unit.Counted {
-				fmt.Fprintf(&b, " impact=%s", agg.Unit.Text(v.Impact))
+				fmt.Fprintf(&b, " impact=%s", impactText(agg.Unit, v))
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -51,6 +52,10 @@ type Config struct {
 	// Prometheus's HTTP client configuration (TLS, basic auth,
 	// authorization, OAuth2, proxy), and the back-off of one send.
 	ClientConfig
+	// Minimize shows customer ids and keys in annotations redacted or as
+	// HMAC tokens, and amounts as bands (privacy settings). Default nil:
+	// as they are.
+	Minimize *privacy.Minimizer
 	// Now is the clock. Default time.Now. Nothing in the manager reads the
 	// wall clock except through it, so tests step time instead of sleeping.
 	Now func() time.Time
@@ -596,7 +601,7 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 		}
 		labels["alertname"] = name
 		labels["severity"] = sev
-		ann, errs := cr.expandAnnotations(agg)
+		ann, errs := cr.expandAnnotations(minimized(agg, m.cfg.Minimize))
 		for _, err := range errs {
 			logger.Warn("annotation template failed; using its raw text", zap.Error(err))
 		}

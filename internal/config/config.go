@@ -18,6 +18,8 @@ import (
 
 	promconfig "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
+
+	"github.com/invmon/invmon/internal/privacy"
 )
 
 // Config is the monitor's configuration.
@@ -30,6 +32,9 @@ type Config struct {
 	HTTP         HTTP         `yaml:"http"`
 	Alertmanager Alertmanager `yaml:"alertmanager"`
 	EventTime    EventTime    `yaml:"event_time"`
+	// Privacy minimises customer data in the API, the alerts and the
+	// violations topic. Default off: identifiers and amounts as they are.
+	Privacy privacy.Config `yaml:"privacy"`
 }
 
 // EventTime bounds the event times the monitor accepts. A record whose event

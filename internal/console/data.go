@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -33,6 +34,10 @@ type Sources struct {
 	Brokers []string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Minimize is applied to the violations the console lists and shows
+	// (privacy settings); the overview's sums and the charts are
+	// aggregates and stay exact. Default nil: as stored.
+	Minimize *privacy.Minimizer
 }
 
 // page is one page of a filtered violation list.
@@ -52,13 +57,14 @@ type violationQuery struct {
 // violations returns one page of the violations matching q, newest
 // detection first, and how many match in all.
 func (s Sources) violations(q violationQuery) (page, error) {
-	all, err := s.Store.Violations(joinstate.Filter{Rule: q.Rule, State: q.State, Customer: q.Customer, Since: q.Since, Until: q.Until})
+	all, err := s.Store.Violations(joinstate.Filter{Rule: q.Rule, State: q.State, Customer: q.Customer, Since: q.Since, Until: q.Until,
+		IDMatch: s.Minimize.Matches})
 	if err != nil {
 		return page{}, err
 	}
 	p := page{Total: len(all)}
 	if q.Offset < len(all) {
-		p.Violations = all[q.Offset:min(len(all), q.Offset+q.Limit)]
+		p.Violations = s.Minimize.Violations(all[q.Offset:min(len(all), q.Offset+q.Limit)])
 	}
 	return p, nil
 }
@@ -83,7 +89,7 @@ func (s Sources) violation(id string) (violation.Violation, bool, error) {
 	if i < 0 {
 		return violation.Violation{}, false, nil
 	}
-	return all[i], true, nil
+	return s.Minimize.Violation(all[i]), true, nil
 }
 
 // gauges is what the console reads from the metrics registry.

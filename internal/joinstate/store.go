@@ -268,14 +268,28 @@ type Filter struct {
 	Rule     string
 	State    violation.State // empty for all
 	Customer string
+	// Key selects one entity's violations when set.
+	Key string
+	// IDMatch, when set, decides whether a stored customer or key matches
+	// the query's Customer or Key (privacy.Minimizer.Matches also accepts
+	// an HMAC token). Default: equality.
+	IDMatch func(stored, query string) bool
 	// Since and Until bound DetectedAt when set.
 	Since, Until time.Time
+}
+
+func (f Filter) idMatch(stored, query string) bool {
+	if f.IDMatch != nil {
+		return f.IDMatch(stored, query)
+	}
+	return stored == query
 }
 
 func (f Filter) match(v *violation.Violation) bool {
 	return (f.Rule == "" || v.Rule == f.Rule) &&
 		(f.State == "" || v.State == f.State) &&
-		(f.Customer == "" || v.Customer == f.Customer) &&
+		(f.Customer == "" || f.idMatch(v.Customer, f.Customer)) &&
+		(f.Key == "" || f.idMatch(v.Key, f.Key)) &&
 		(f.Since.IsZero() || !v.DetectedAt.Before(f.Since)) &&
 		(f.Until.IsZero() || v.DetectedAt.Before(f.Until))
 }

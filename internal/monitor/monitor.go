@@ -25,6 +25,7 @@ import (
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/outbox"
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/violation"
@@ -58,6 +59,8 @@ type Monitor struct {
 	outbox   *outbox.Publisher
 	listener net.Listener
 	web      *webserve.Server
+	// minimize applies the privacy settings to every output.
+	minimize *privacy.Minimizer
 
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
@@ -116,9 +119,17 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
 		return nil, err
 	}
+	if m.minimize, err = privacy.New(cfg.Privacy); err != nil {
+		return nil, err
+	}
+	if m.minimize.Active() {
+		m.log.Info("privacy: customer ids, keys and trigger event ids are minimised in the API, alerts and violations topic",
+			zap.String("identifiers", string(m.minimize.Mode())), zap.Float64s("impact_bands", cfg.Privacy.ImpactBands))
+	}
 	acfg := AlertConfig(cfg.Alertmanager)
 	acfg.ExternalURL = cfg.HTTP.ExternalURL
 	acfg.Now = opts.Now
+	acfg.Minimize = m.minimize
 	if m.alerts, err = alert.NewManager(acfg, m.store.DB(), m.reg, m.log.Named("alert")); err != nil {
 		return nil, err
 	}
@@ -139,7 +150,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		if err := m.store.EnableOutbox(); err != nil {
 			return nil, err
 		}
-		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: kopts, Topic: cfg.Kafka.ViolationsTopic}, m.store, m.log.Named("outbox"))
+		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: kopts, Topic: cfg.Kafka.ViolationsTopic, Minimize: m.minimize}, m.store, m.log.Named("outbox"))
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +193,7 @@ func (m *Monitor) listen(cfg config.HTTP) error {
 	}
 	handler := server.New(server.Sources{
 		Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
-		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers,
+		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
 	})
 	var err error
 	m.web, err = webserve.New(handler, webserve.Options{

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/privacy"
 )
 
 // Config configures a Publisher.
@@ -39,6 +40,10 @@ type Config struct {
 	Interval time.Duration
 	// Batch bounds the changes in one transaction. Default 1000.
 	Batch int
+	// Minimize is applied to each violation before it is published: the
+	// topic's readers see customer ids and keys as the privacy settings
+	// show them. Default nil: as stored.
+	Minimize *privacy.Minimizer
 }
 
 // Publisher drains the outbox into the topic.
@@ -150,7 +155,7 @@ func (p *Publisher) publishBatch(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, e := range entries {
-		b, err := json.Marshal(e.Violation)
+		b, err := json.Marshal(p.cfg.Minimize.Violation(e.Violation))
 		if err != nil {
 			return 0, p.abort(ctx, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/monitor"
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/report"
 )
 
@@ -34,6 +35,11 @@ func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]stri
 		return nil, errors.New("replay: --alert needs alertmanager.urls (or static_configs) in the configuration")
 	}
 	cfg.Now = o.Now
+	minimize, err := privacy.New(o.Config.Privacy)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	cfg.Minimize = minimize
 	mgr, err := alert.NewManager(cfg, r.store.DB(), nil, r.log.Named("alert"))
 	if err != nil {
 		return nil, fmt.Errorf("replay: alert manager: %w", err)

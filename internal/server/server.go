@@ -13,6 +13,7 @@ import (
 
 	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -27,6 +28,11 @@ type Sources struct {
 	Blind func() []string
 	// Brokers are the seed brokers (the console's kcat command lines).
 	Brokers []string
+	// Minimize is applied to every violation served (privacy settings):
+	// customer ids and keys redacted or hashed, impact banded. Lookups by
+	// customer= and key= take the plain id (or its HMAC token). Nil serves
+	// violations as stored.
+	Minimize *privacy.Minimizer
 }
 
 // New returns the monitor's HTTP handler.
@@ -48,7 +54,8 @@ func New(src Sources) http.Handler {
 	mux.HandleFunc("GET /api/v1/rules", src.rules)
 	// The console for people, on the same mux: whatever wraps this handler
 	// (TLS, authentication) covers both.
-	console.Register(mux, console.Sources{Store: src.Store, Rules: src.Rules, Gatherer: src.Gatherer, Blind: src.Blind, Brokers: src.Brokers})
+	console.Register(mux, console.Sources{Store: src.Store, Rules: src.Rules, Gatherer: src.Gatherer, Blind: src.Blind, Brokers: src.Brokers,
+		Minimize: src.Minimize})
 	return mux
 }
 
@@ -63,7 +70,7 @@ type ViolationList struct {
 
 func (s Sources) violations(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := joinstate.Filter{Rule: q.Get("rule"), Customer: q.Get("customer")}
+	f := joinstate.Filter{Rule: q.Get("rule"), Customer: q.Get("customer"), Key: q.Get("key"), IDMatch: s.Minimize.Matches}
 	switch st := q.Get("state"); st {
 	case "", "all":
 	case "open", "resolved":
@@ -102,7 +109,7 @@ func (s Sources) violations(w http.ResponseWriter, r *http.Request) {
 	resp := ViolationList{Total: len(all), Violations: []violation.Violation{}}
 	if offset < len(all) {
 		end := min(len(all), offset+limit)
-		resp.Violations = all[offset:end]
+		resp.Violations = s.Minimize.Violations(all[offset:end])
 		if end < len(all) {
 			resp.NextOffset = &end
 		}
@@ -118,7 +125,7 @@ func (s Sources) violation(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, v := range all {
 		if v.ID == r.PathValue("id") {
-			writeJSON(w, v)
+			writeJSON(w, s.Minimize.Violation(v))
 			return
 		}
 	}

@@ -38,6 +38,10 @@ type Violation struct {
 	State State  `json:"state"`
 	// Impact is the rule's impact.value for this violation (for example money at risk).
 	Impact float64 `json:"impact"`
+	// ImpactBand is set when the outputs show impact as a band
+	// (privacy.impact_bands): "1000-10000", "<100" or ">=10000"; Impact is
+	// then the band's lower bound.
+	ImpactBand string `json:"impact_band,omitempty"`
 	// Customer is the rule's impact.customer (for example the account id).
 	Customer string `json:"customer,omitempty"`
 	// TriggerEventID is the id of the event that started the expectation.
