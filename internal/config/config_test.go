@@ -134,4 +134,17 @@ func TestHardenedExampleLoads(t *testing.T) {
 	if cfg.HTTP.WebConfigFile == "" {
 		t.Error("http.web_config_file: want a web configuration")
 	}
+	am := cfg.Alertmanager
+	for _, u := range am.Targets() {
+		if !strings.HasPrefix(u, "https://") {
+			t.Errorf("alertmanager target %s: want https", u)
+		}
+	}
+	if len(am.Targets()) == 0 || am.AllowCredentialsOverHTTP || am.HTTP.TLSConfig.CAFile == "" || am.HTTP.TLSConfig.InsecureSkipVerify ||
+		am.HTTP.BasicAuth == nil || am.HTTP.BasicAuth.PasswordFile == "" || am.HTTP.BasicAuth.Password != "" {
+		t.Errorf("alertmanager: want https targets verified against a CA, basic auth with the password from a file")
+	}
+	if cfg.Privacy.Identifiers != "hmac" || cfg.Privacy.HMACKeyFile == "" || len(cfg.Privacy.ImpactBands) == 0 {
+		t.Errorf("privacy %+v: want hmac identifiers and impact bands", cfg.Privacy)
+	}
 }

@@ -320,3 +320,54 @@ func TestIsLoopback(t *testing.T) {
 		l.Close()
 	}
 }
+
+// TestHardenedWebConfigExample serves with deploy/web-config-hardened.yml
+// (its certificate files made by the test): HTTPS, the example users'
+// password, the security headers.
+func TestHardenedWebConfigExample(t *testing.T) {
+	example, err := os.ReadFile("../../deploy/web-config-hardened.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := kafkatest.NewCA(t, "web-ca")
+	cert := ca.Server(t, "monitor")
+	dir := t.TempDir()
+	for src, dst := range map[string]string{cert.CertFile: "tls.crt", cert.KeyFile: "tls.key"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "web-config.yml")
+	if err := os.WriteFile(path, example, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := webserve.New(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}), webserve.Options{WebConfigFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec := srv.Security(); !sec.TLS || !sec.BasicAuth {
+		t.Fatalf("Security() = %+v, want TLS and basic auth", sec)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Shutdown(context.Background())
+	c := newClient(t, ca.Pool())
+	url := "https://" + l.Addr().String() + "/api/v1/violations"
+	if got, err := c.get(url); err != nil || got != http.StatusUnauthorized {
+		t.Errorf("no credentials: %d %v, want 401", got, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.SetBasicAuth("oncall", "change-me")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Strict-Transport-Security") == "" || resp.Header.Get("X-Frame-Options") != "deny" {
+		t.Errorf("example user: %d, headers %v", resp.StatusCode, resp.Header)
+	}
+}
