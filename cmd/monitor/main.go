@@ -35,7 +35,7 @@ func main() {
 	}
 	root.SetVersionTemplate(strings.TrimPrefix(buildinfo.Print(), "\n") + "\n")
 	root.AddCommand(runCmd(), demoCmd(), rulesCmd(), simulateCmd(), benchCmd(), benchMonitorCmd())
-	root.AddCommand(replayCmd(), reportCmd(), sloCmd(), redactCmd())
+	root.AddCommand(replayCmd(), reportCmd(), sloCmd(), redactCmd(), topicsCmd())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

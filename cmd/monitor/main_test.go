@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // TestMain lets the test binary act as the monitor command inside scripts,
@@ -29,6 +30,13 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("RULES", rulesDir)
+			// $KFAKE is an in-process Kafka cluster of this script alone.
+			c, err := kfake.NewCluster(kfake.NumBrokers(1))
+			if err != nil {
+				return err
+			}
+			env.Defer(c.Close)
+			env.Setenv("KFAKE", c.ListenAddrs()[0])
 			return nil
 		},
 	})
