@@ -65,9 +65,11 @@ Kafka brokers:   $KAFKA_BROKERS
 Alertmanager:    $ALERTMANAGER_URL
 Logs:            .devstack/kafka/broker.log, .devstack/alertmanager/alertmanager.log
 
-Run the monitor against them (the flags override the config file):
+Create the topics the rules read, then run the monitor against them (the flags override the config file):
+  go run ./cmd/monitor topics create --brokers $KAFKA_BROKERS --rule-files 'rules/*.yaml' --partitions 4
   KAFKA_SASL_PASSWORD= go run ./cmd/monitor run --config deploy/monitor.yaml --kafka.brokers $KAFKA_BROKERS --alertmanager.url $ALERTMANAGER_URL \\
-      --rule-files 'rules/*.yaml' --state-dir .devstack/monitor-state --http.listen 127.0.0.1:8080
+      --kafka.instance-id invmon-0 --rule-files 'rules/*.yaml' --state-dir .devstack/monitor-state --http.listen 127.0.0.1:8080
+Then open the console at http://127.0.0.1:8080/
 Feed it an incident:
   go run ./cmd/monitor simulate --brokers $KAFKA_BROKERS --scenario friday-rollback --seed 1 --truth .devstack/truth.json
 Point the integration tests at this broker:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -60,7 +61,9 @@ func (f *topicsFlags) connect(cmd *cobra.Command) (*rules.RuleSet, *kadm.Client,
 	if err := kafkaconn.Check(cmd.Context(), kafka.Brokers, security); err != nil {
 		return nil, nil, nil, err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(kafka.Brokers...)}, security...)...)
+	// Metadata is read right after topics are created: a short cache age
+	// lets it show them.
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(kafka.Brokers...), kgo.MetadataMinAge(250 * time.Millisecond)}, security...)...)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -107,7 +108,46 @@ func Create(ctx context.Context, adm *kadm.Client, rs *rules.RuleSet, partitions
 			errs = append(errs, fmt.Errorf("create topic %s: %w", t.Name, err))
 		}
 	}
+	if err := awaitVisible(ctx, adm, out); err != nil {
+		errs = append(errs, err)
+	}
 	return out, errors.Join(errs...)
+}
+
+// awaitVisible waits until the metadata shows every created topic with its
+// partitions: a broker answers CreateTopics before the metadata of every
+// broker has caught up, and a check right after would call them missing.
+// (The client caches metadata for its kgo.MetadataMinAge, 5s by default;
+// the topics command lowers it.)
+func awaitVisible(ctx context.Context, adm *kadm.Client, created []Created) error {
+	var names []string
+	for _, c := range created {
+		if !c.Existed {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		visible := err == nil
+		for _, c := range created {
+			if d, ok := details[c.Name]; !c.Existed && (!ok || d.Err != nil || len(d.Partitions) != c.Partitions) {
+				visible = false
+			}
+		}
+		if visible {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("created topics %s are not visible in the metadata after 15s", strings.Join(names, ", "))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Verdict is what the monitor would conclude about the topics at startup.
