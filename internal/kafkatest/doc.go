@@ -8,6 +8,8 @@
 // SecureKafka runs a second broker whose client listeners require
 // authentication (SASL_SSL with SCRAM, PLAIN and OAUTHBEARER, and TLS with a
 // required client certificate), with certificates from a test CA (NewCA).
+// StartAlertmanagerWith runs Alertmanager behind TLS, client certificates
+// and basic auth through its own --web.config.file.
 //
 // A package whose tests use Kafka, SecureKafka or StartAlertmanager calls Main from its
 // TestMain, so that the peers are stopped when the test binary ends:
