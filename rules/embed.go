@@ -31,3 +31,16 @@ func Files() ([]string, map[string][]byte, error) {
 	}
 	return names, out, nil
 }
+
+//go:embed schemas
+var schemas embed.FS
+
+// Schemas returns the example domain's schemas, one per topic: TOPIC.avsc
+// (Avro) and TOPIC.proto (Protobuf), for `monitor simulate --format`.
+func Schemas() fs.FS {
+	sub, err := fs.Sub(schemas, "schemas")
+	if err != nil {
+		panic(err) // the directory is embedded above
+	}
+	return sub
+}

@@ -4,6 +4,8 @@
 #   - the Apache Kafka broker jars, from Maven Central via tools/kafka/pom.xml,
 #     into ${INVMON_CACHE:-$HOME/.cache/invmon}/kafka-<version>/libs
 #     (the directory internal/kafkatest reads);
+#   - Apicurio Registry (the Schema Registry) from Maven Central, unpacked into
+#     ${INVMON_CACHE:-$HOME/.cache/invmon}/apicurio-<version>;
 #   - Debian's prometheus-alertmanager, kcat and docker-compose (as root; as
 #     another user it prints the apt-get command and exits 1).
 # Java 17+ and Maven are prerequisites it checks but does not install.
@@ -72,5 +74,27 @@ else
 		die "mvn could not fetch the Kafka jars (see above)"
 	[[ -f $home/libs/kafka_2.13-$kafka_version.jar ]] || die "mvn ran but $home/libs has no kafka_2.13-$kafka_version.jar"
 	echo "$want" >"$home/.complete"
+fi
+# --- Apicurio Registry (the Schema Registry of the tests and the dev stack) --
+# One archive from Maven Central, unpacked next to the Kafka jars; .complete
+# is written only after the unzip finished. 3.0.x runs on Java 17.
+apicurio_version=3.0.9
+apicurio="${INVMON_CACHE:-$HOME/.cache/invmon}/apicurio-$apicurio_version"
+if [[ -f $apicurio/.complete ]]; then
+	echo "deps.sh: Apicurio Registry $apicurio_version present in $apicurio"
+else
+	command -v unzip >/dev/null 2>&1 || die "unzip not found: it unpacks Apicurio Registry (Debian: apt-get install unzip)"
+	echo "deps.sh: fetching Apicurio Registry $apicurio_version into $apicurio"
+	rm -rf "$apicurio"
+	mkdir -p "$apicurio/dl"
+	mvn -q -B -Dstyle.color=never dependency:copy \
+		-Dartifact="io.apicurio:apicurio-registry-app:$apicurio_version:zip:all" -DoutputDirectory="$apicurio/dl" ||
+		die "mvn could not fetch Apicurio Registry (see above)"
+	unzip -q -o "$apicurio/dl/apicurio-registry-app-$apicurio_version-all.zip" -d "$apicurio" ||
+		die "could not unpack Apicurio Registry"
+	rm -rf "$apicurio/dl"
+	[[ -f $apicurio/apicurio-registry-app-$apicurio_version-runner.jar ]] ||
+		die "the Apicurio archive has no apicurio-registry-app-$apicurio_version-runner.jar"
+	echo "$apicurio_version" >"$apicurio/.complete"
 fi
 echo "deps.sh: ok"

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -117,6 +118,10 @@ type Consumer struct {
 	metrics *engine.Metrics
 	lag     *prometheus.GaugeVec
 	dlqOut  *prometheus.CounterVec
+	// schemaRetries counts records held back because their schema could not
+	// be fetched; waitingParts is how many topic-partitions wait now.
+	schemaRetries *prometheus.CounterVec
+	waitingParts  prometheus.Gauge
 
 	// mu guards the partitions; the poll loop holds it while processing and
 	// the rebalance callbacks while changing the assignment.
@@ -174,6 +179,23 @@ type partition struct {
 	// batch is the last offset per topic applied in the current batch.
 	batch map[string]int64
 	dlq   []*kgo.Record
+	// waiting holds, per topic, the record this partition waits to apply
+	// because its schema could not be fetched (see waitForSchema).
+	waiting map[string]*schemaWait
+}
+
+// schemaWait is a topic-partition held at a record whose schema the
+// registry could not serve: fetching is paused, and from retryAt the record
+// is read and applied again. Nothing after it is applied or committed
+// meanwhile, so a registry outage neither skips nor dead-letters a record.
+type schemaWait struct {
+	offset  int64
+	err     error
+	retryAt time.Time
+	backoff *backoff.ExponentialBackOff
+	// held is set once fetching is paused and rewound to offset; due once
+	// it is resumed after the back-off.
+	held, due bool
 }
 
 // New connects to the cluster, checks that the rules' topics are
@@ -213,6 +235,12 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		produceFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "invmon_state_produce_failures_total", Help: "Batches whose dead letters, changelog or feed records were not acknowledged in time; each stops the member without committing.",
 		}),
+		schemaRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_schema_registry_retries_total", Help: "Records held back, to be read again, because the Schema Registry could not serve their schema; per topic.",
+		}, []string{"topic"}),
+		waitingParts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "invmon_schema_waiting_partitions", Help: "Topic-partitions held at a record whose schema the Schema Registry could not serve.",
+		}),
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -236,7 +264,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.OnPartitionsLost(c.onLost),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned, c.produceFailures,
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned, c.produceFailures, c.schemaRetries, c.waitingParts,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and feed records; 0 when none waits.",
 			}, c.produceWaiting))
@@ -413,14 +441,24 @@ func (c *Consumer) drop(tps map[string][]int32) {
 	c.forgetDurable(tps)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	resume := map[string][]int32{}
 	for t, ps := range tps {
 		for _, p := range ps {
 			delete(c.assigned[t], p)
+			if part := c.parts[p]; part != nil && part.waiting[t] != nil {
+				// Paused fetching outlives the assignment: undo it, so the
+				// partition is read when it comes back.
+				resume[t] = append(resume[t], p)
+			}
 			// The engine holds state read from Badger; when the partition comes
 			// back it must be reloaded, since another member may have moved it on.
 			delete(c.parts, p)
 		}
 	}
+	if len(resume) > 0 {
+		c.cl.ResumeFetchPartitions(resume)
+	}
+	c.countWaiting()
 }
 
 // Run polls and processes until ctx is done, then finishes the batch in hand
@@ -464,6 +502,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	if err := c.loadAssigned(now); err != nil {
 		return err
 	}
+	c.resumeDue(now)
 	work := map[*partition][]kgo.FetchTopicPartition{}
 	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 		if len(ftp.Records) == 0 {
@@ -491,6 +530,9 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	if err := <-errs; err != nil {
 		return err
 	}
+	// Before the offsets to commit are taken below: a partition held at a
+	// record is rewound to it, so its commit never passes it.
+	c.holdWaiting(now)
 	c.refreshOffsets(now)
 	c.owned.Set(float64(len(c.parts)))
 	if err := c.recheckTopics(now); err != nil {
@@ -720,20 +762,42 @@ func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.
 // at the first record that panics while changing state and returns it.
 func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now time.Time, poisoned map[*kgo.Record]*engine.PanicError) (*kgo.Record, *engine.PanicError) {
 	var rec engine.Record
+	var handled int64
 	for _, ftp := range ftps {
 		applied := p.applied[ftp.Topic]
+		if w := p.waiting[ftp.Topic]; w != nil && !w.due {
+			continue // fetched before the pause: read again from w.offset
+		}
+	records:
 		for _, r := range ftp.Records {
-			p.next[ftp.Topic] = r.Offset + 1
 			if r.Offset <= applied {
+				p.next[ftp.Topic] = r.Offset + 1
+				handled++
 				continue // its effects are already in the state
 			}
 			if pe, ok := poisoned[r]; ok {
+				p.next[ftp.Topic] = r.Offset + 1
+				handled++
 				p.dlq = append(p.dlq, c.deadLetter(r, &engine.DecodeError{Reason: engine.ReasonPanic, Err: pe}))
 				p.batch[ftp.Topic] = r.Offset
 				continue
 			}
 			rec = engine.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
-			if err := p.eng.Apply(&rec, now); err != nil {
+			err := p.eng.Apply(&rec, now)
+			if errors.Is(err, rules.ErrSchemaUnavailable) {
+				// Hold the topic-partition here: nothing after this record
+				// is applied before it, and holdWaiting rewinds to it.
+				p.wait(ftp.Topic, r.Offset, err, now)
+				c.schemaRetries.WithLabelValues(ftp.Topic).Inc()
+				break records
+			}
+			p.next[ftp.Topic] = r.Offset + 1
+			handled++
+			if w := p.waiting[ftp.Topic]; w != nil {
+				delete(p.waiting, ftp.Topic)
+				c.log.Info("schema registry reachable again; partition resumed", zap.String("topic", ftp.Topic), zap.Int32("partition", p.id), zap.Int64("offset", r.Offset))
+			}
+			if err != nil {
 				var pe *engine.PanicError
 				if errors.As(err, &pe) {
 					return r, pe
@@ -747,10 +811,81 @@ func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now t
 			p.batch[ftp.Topic] = r.Offset
 		}
 	}
-	for _, ftp := range ftps {
-		c.records.Add(int64(len(ftp.Records)))
-	}
+	// Counted once the whole batch went through: a rerun after a panic
+	// counts nothing twice. Records held for a schema are not counted yet.
+	c.records.Add(handled)
 	return nil, nil
+}
+
+// wait holds topic at offset until the schema it needs can be fetched, with
+// a growing back-off between attempts.
+func (p *partition) wait(topic string, offset int64, err error, now time.Time) {
+	if p.waiting == nil {
+		p.waiting = map[string]*schemaWait{}
+	}
+	w := p.waiting[topic]
+	if w == nil {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+		w = &schemaWait{backoff: b}
+		p.waiting[topic] = w
+	}
+	w.offset, w.err, w.held, w.due = offset, err, false, false
+	w.retryAt = now.Add(w.backoff.NextBackOff())
+}
+
+// holdWaiting pauses fetching of every topic-partition that waits for a
+// schema and rewinds it to the record it waits at, so the record is read
+// again (and the offset committed for it is never past it).
+func (c *Consumer) holdWaiting(now time.Time) {
+	pause := map[string][]int32{}
+	rewind := map[string]map[int32]kgo.EpochOffset{}
+	for _, p := range c.parts {
+		for t, w := range p.waiting {
+			if w.held {
+				continue
+			}
+			w.held = true
+			pause[t] = append(pause[t], p.id)
+			if rewind[t] == nil {
+				rewind[t] = map[int32]kgo.EpochOffset{}
+			}
+			rewind[t][p.id] = kgo.EpochOffset{Epoch: -1, Offset: w.offset}
+			c.log.Warn("schema registry unavailable; holding the partition at this record and retrying",
+				zap.String("topic", t), zap.Int32("partition", p.id), zap.Int64("offset", w.offset),
+				zap.Time("retry_at", w.retryAt), zap.Error(w.err))
+		}
+	}
+	if len(pause) > 0 {
+		c.cl.PauseFetchPartitions(pause)
+		c.cl.SetOffsets(rewind)
+	}
+	c.countWaiting()
+}
+
+// resumeDue resumes fetching the held topic-partitions whose back-off has
+// passed: their record is read and tried again in this or the next poll.
+func (c *Consumer) resumeDue(now time.Time) {
+	resume := map[string][]int32{}
+	for _, p := range c.parts {
+		for t, w := range p.waiting {
+			if w.held && !w.due && !w.retryAt.After(now) {
+				w.due = true
+				resume[t] = append(resume[t], p.id)
+			}
+		}
+	}
+	if len(resume) > 0 {
+		c.cl.ResumeFetchPartitions(resume)
+	}
+}
+
+func (c *Consumer) countWaiting() {
+	n := 0
+	for _, p := range c.parts {
+		n += len(p.waiting)
+	}
+	c.waitingParts.Set(float64(n))
 }
 
 func (c *Consumer) deadLetter(r *kgo.Record, de *engine.DecodeError) *kgo.Record {
@@ -925,7 +1060,17 @@ func (c *Consumer) SetRules(ctx context.Context, rs *rules.RuleSet) error {
 		}
 	}
 	c.rs, c.topics = rs, topics
+	// Partitions held for a schema were rewound to their record: resuming
+	// them reads it again under the new rules.
+	resume := map[string][]int32{}
+	for _, p := range c.parts {
+		for t := range p.waiting {
+			resume[t] = append(resume[t], p.id)
+		}
+	}
+	c.cl.ResumeFetchPartitions(resume)
 	c.parts = map[int32]*partition{}
+	c.countWaiting()
 	c.endsAt = time.Time{}
 	if len(added) > 0 {
 		c.cl.AddConsumeTopics(added...)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fastjson"
 
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
@@ -247,7 +246,7 @@ func (r *lookupResolver) Resolve(name string, ev *rules.Event) (ref.Val, bool) {
 		if e == nil {
 			return rules.EmptyObject, true
 		}
-		return rules.NewObject(e.parsed()), true
+		return e.parsed(&r.p.dec, l.Stream.Topic), true
 	}
 	return nil, false
 }
@@ -260,20 +259,21 @@ type table struct {
 }
 
 type tableEntry struct {
-	time   time.Time
-	id     string
-	raw    []byte
-	value  *fastjson.Value
-	parser fastjson.Parser
+	time  time.Time
+	id    string
+	raw   []byte
+	value ref.Val
 }
 
-func (e *tableEntry) parsed() *fastjson.Value {
+// parsed decodes the stored value once, in the format of its topic.
+func (e *tableEntry) parsed(dec *rules.Decoder, topic string) ref.Val {
 	if e.value == nil {
-		v, err := e.parser.ParseBytes(e.raw)
+		v, err := dec.Object(topic, e.raw)
 		if err != nil {
 			// Only values that decoded once are stored; a failure here means
-			// corrupt state, and an empty entity is the safe reading.
-			v = fastjson.MustParse(`{}`)
+			// corrupt state (or a schema the registry cannot serve right
+			// now), and an empty entity is the safe reading.
+			return rules.EmptyObject
 		}
 		e.value = v
 	}

@@ -8,6 +8,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -179,6 +180,7 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 	}
 	p := &Partition{
 		id:         id,
+		dec:        rules.NewDecoder(set),
 		idLabel:    strconv.Itoa(int(id)),
 		set:        set,
 		metrics:    metrics,
@@ -325,8 +327,11 @@ func (p *Partition) SetCaughtUp(topic string, caughtUp bool) {
 
 // Apply decodes one record and applies it to every rule that reads its
 // topic. A record that cannot be decoded or evaluated returns a *DecodeError
-// and changes nothing. A panic while applying it returns a *PanicError: the
-// partition's state may then be half-changed and must be reloaded.
+// and changes nothing. A record whose schema cannot be fetched returns an
+// error wrapping rules.ErrSchemaUnavailable and changes nothing: the caller
+// must apply it again later, before any record after it on its partition. A
+// panic while applying it returns a *PanicError: the partition's state may
+// then be half-changed and must be reloaded.
 func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 	routes := p.routes[rec.Topic]
 	if len(routes) == 0 {
@@ -349,7 +354,16 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 	}
 	ev, err := p.dec.Decode(rec.Topic, rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Timestamp)
 	if err != nil {
-		return p.reject(rec.Topic, &DecodeError{Reason: ReasonMalformed, Err: err})
+		if errors.Is(err, rules.ErrSchemaUnavailable) {
+			// Not the record's fault: the caller retries it later.
+			return fmt.Errorf("decode %s[%d]@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+		reason := ReasonMalformed
+		var r interface{ Reason() string }
+		if errors.As(err, &r) {
+			reason = r.Reason()
+		}
+		return p.reject(rec.Topic, &DecodeError{Reason: reason, Err: err})
 	}
 	p.matches = p.matches[:0]
 	src := violation.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}

@@ -44,6 +44,7 @@ type check struct {
 func newStateRule(p *Partition, r *rules.Rule) *stateRule {
 	return &stateRule{
 		ruleBase: newRuleBase(p, r),
+		dec:      rules.NewDecoder(p.set),
 		spec:     r.State,
 		streak:   map[string]time.Time{},
 		open:     map[string]string{},

@@ -411,7 +411,7 @@ func newRunner(o Options, log *zap.Logger, plan *Plan, rs *rules.RuleSet, store 
 		r.byTP[tp.Topic][tp.Partition] = s
 		p := ids[tp.Partition]
 		if p == nil {
-			p = &part{id: tp.Partition, applied: map[string]int64{}}
+			p = &part{id: tp.Partition, applied: map[string]int64{}, dec: rules.NewDecoder(r.rs)}
 			ids[tp.Partition] = p
 			r.parts = append(r.parts, p)
 		}

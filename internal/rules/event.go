@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -12,8 +13,8 @@ import (
 	"github.com/valyala/fastjson"
 )
 
-// Event is one decoded record as rule expressions see it. Its JSON value is
-// parsed once; fields are converted to CEL values only when an expression
+// Event is one decoded record as rule expressions see it. Its value is
+// decoded once; fields are converted to CEL values only when an expression
 // reads them, so an event pays only for the fields the rules reference.
 //
 // An Event is reused across records by its owner (see Decoder) to keep
@@ -31,33 +32,88 @@ type Event struct {
 	// before evaluating that rule's expressions.
 	Lookups Resolver
 
-	root   *fastjson.Value
-	object jsonObject
+	fields Fields
 }
+
+// Fields is a decoded record value as rules read it, whatever its format:
+// `event` in CEL is the Fields itself (a map from field name to value), and
+// the three accessors are the fast paths that let the usual id, key, time
+// and filter expressions skip CEL. JSON, Avro and Protobuf each implement
+// it (see docs/rules.md for how their types map to CEL's).
+type Fields interface {
+	traits.Mapper
+	// StringField returns a top-level field that is a string (or an enum).
+	StringField(name string) (string, bool)
+	// TextField returns a top-level string field, or an integral number
+	// as decimal text: how ids and keys are read.
+	TextField(name string) (string, bool)
+	// TimeField returns a top-level field that is a timestamp, or a string
+	// in RFC 3339.
+	TimeField(name string) (time.Time, error)
+}
+
+// ValueFormat decodes the record values of a format other than JSON, such
+// as Avro framed with a Schema Registry id. Implementations are safe for
+// concurrent use (see internal/schema).
+type ValueFormat interface {
+	// DecodeValue decodes one record value of topic. An error wrapping
+	// ErrSchemaUnavailable means the value could not be judged yet (the
+	// registry is unreachable): the caller retries it later and neither
+	// dead-letters nor skips it. Any other error makes the record poison.
+	DecodeValue(topic string, value []byte) (Fields, error)
+}
+
+// ErrSchemaUnavailable marks a decode error that is not the record's fault:
+// the schema it names could not be fetched. Such a record is retried, never
+// dead-lettered or skipped.
+var ErrSchemaUnavailable = errors.New("schema unavailable")
 
 // Resolver resolves variables beyond event and record: a rule's lookups.
 type Resolver interface {
 	Resolve(name string, ev *Event) (ref.Val, bool)
 }
 
-// NewObject exposes a parsed JSON object to CEL as a map; the engine uses it
-// for the latest events of looked-up entities.
+// NewObject exposes a parsed JSON object to CEL as a map.
 func NewObject(v *fastjson.Value) ref.Val { return jsonObject{v: v} }
 
 // EmptyObject is the map a lookup resolves to when its entity is unknown, so
 // that `has(account.tier)` and `account.?tier` work as authors expect.
 var EmptyObject ref.Val = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
 
-// Decoder parses record values into Events. It owns a fastjson parser and
-// reuses it, so it is not safe for concurrent use: use one per worker.
+// Decoder decodes record values into Events, by the format of the stream
+// that reads the topic. It owns a fastjson parser and reuses it, so it is
+// not safe for concurrent use: use one per worker. The zero Decoder reads
+// JSON only; NewDecoder reads every format a rule set's streams declare.
 type Decoder struct {
-	parser fastjson.Parser
-	event  Event
+	parser  fastjson.Parser
+	event   Event
+	formats map[string]ValueFormat
 }
 
-// Decode parses a JSON object record value. The returned Event is valid until
-// the next call to Decode.
+// NewDecoder returns a Decoder for the formats of rs's streams (see
+// RuleSet.BindFormats); a nil rs reads JSON only.
+func NewDecoder(rs *RuleSet) Decoder {
+	if rs == nil {
+		return Decoder{}
+	}
+	return Decoder{formats: rs.formats}
+}
+
+// Decode decodes a record value by its topic's format. The returned Event is
+// valid until the next call to Decode.
 func (d *Decoder) Decode(topic string, partition int32, offset int64, key, value []byte, ts time.Time) (*Event, error) {
+	fields, err := d.fields(topic, value)
+	if err != nil {
+		return nil, err
+	}
+	d.event = Event{Topic: topic, Partition: partition, Offset: offset, Key: key, Timestamp: ts, fields: fields}
+	return &d.event, nil
+}
+
+func (d *Decoder) fields(topic string, value []byte) (Fields, error) {
+	if f := d.formats[topic]; f != nil {
+		return f.DecodeValue(topic, value)
+	}
 	v, err := d.parser.ParseBytes(value)
 	if err != nil {
 		return nil, fmt.Errorf("malformed json: %w", err)
@@ -65,15 +121,39 @@ func (d *Decoder) Decode(topic string, partition int32, offset int64, key, value
 	if v.Type() != fastjson.TypeObject {
 		return nil, fmt.Errorf("malformed json: value is %s, not an object", v.Type())
 	}
-	d.event = Event{Topic: topic, Partition: partition, Offset: offset, Key: key, Timestamp: ts, root: v}
-	d.event.object = jsonObject{v: v}
-	return &d.event, nil
+	return jsonObject{v: v}, nil
 }
 
-// ParseEvent parses a record value into a new Event that stays valid; it is
-// for tests and tools, not the per-event path.
+// Object decodes a stored record value of topic into a CEL map that stays
+// valid: the latest event of a looked-up entity. It is off the per-event path.
+func (d *Decoder) Object(topic string, value []byte) (ref.Val, error) {
+	if f := d.formats[topic]; f != nil {
+		return f.DecodeValue(topic, value)
+	}
+	var p fastjson.Parser
+	v, err := p.ParseBytes(value)
+	if err != nil {
+		return nil, fmt.Errorf("malformed json: %w", err)
+	}
+	return jsonObject{v: v}, nil
+}
+
+// Fields returns the event's decoded value.
+func (e *Event) Fields() Fields { return e.fields }
+
+// ParseEvent parses a JSON record value into a new Event that stays valid;
+// it is for tests and tools, not the per-event path.
 func ParseEvent(topic string, value []byte) (*Event, error) {
-	var d Decoder
+	return NewEvent(topic, value, nil)
+}
+
+// NewEvent decodes a record value of topic with format f (JSON when nil)
+// into a new Event that stays valid; for tests, tools and benchmarks.
+func NewEvent(topic string, value []byte, f ValueFormat) (*Event, error) {
+	d := Decoder{}
+	if f != nil {
+		d.formats = map[string]ValueFormat{topic: f}
+	}
 	ev, err := d.Decode(topic, 0, 0, nil, value, time.Time{})
 	if err != nil {
 		return nil, err
@@ -82,10 +162,9 @@ func ParseEvent(topic string, value []byte) (*Event, error) {
 	return &out, nil
 }
 
-// jsonString returns a top-level string (or integral number) field directly,
-// without CEL: the fast path for `event.field` id and key expressions.
-func (e *Event) jsonString(field string) (string, bool) {
-	v := e.root.Get(field)
+// TextField implements Fields: a top-level string or integral number.
+func (o jsonObject) TextField(field string) (string, bool) {
+	v := o.v.Get(field)
 	if v == nil {
 		return "", false
 	}
@@ -103,10 +182,18 @@ func (e *Event) jsonString(field string) (string, bool) {
 	}
 }
 
-// jsonTime parses a top-level RFC 3339 string field: the fast path for
-// `timestamp(event.field)` time expressions.
-func (e *Event) jsonTime(field string) (time.Time, error) {
-	v := e.root.Get(field)
+// StringField implements Fields: a top-level string.
+func (o jsonObject) StringField(field string) (string, bool) {
+	if v := o.v.Get(field); v != nil && v.Type() == fastjson.TypeString {
+		b, _ := v.StringBytes()
+		return string(b), true
+	}
+	return "", false
+}
+
+// TimeField implements Fields: a top-level RFC 3339 string.
+func (o jsonObject) TimeField(field string) (time.Time, error) {
+	v := o.v.Get(field)
 	if v == nil {
 		return time.Time{}, fmt.Errorf("no field %q", field)
 	}
@@ -248,3 +335,7 @@ func (a jsonArray) Get(i ref.Val) ref.Val {
 	}
 	return jsonToVal(items[idx])
 }
+
+// JSONFields exposes a parsed JSON object as Fields, the way a JSON stream's
+// events are read; for formats that frame JSON (json_schema).
+func JSONFields(v *fastjson.Value) Fields { return jsonObject{v: v} }

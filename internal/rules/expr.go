@@ -12,7 +12,6 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
-	"github.com/valyala/fastjson"
 )
 
 // costLimit bounds the work one expression may do on one event, so that a rule
@@ -47,7 +46,7 @@ func aggregateEnv() (*cel.Env, error) {
 func (e *Event) ResolveName(name string) (any, bool) {
 	switch name {
 	case "event":
-		return e.object, true
+		return e.fields, true
 	case "record":
 		return types.DefaultTypeAdapter.NativeToValue(map[string]any{
 			"topic":     e.Topic,
@@ -97,7 +96,7 @@ func (x *StringExpr) Source() string { return x.prog.source }
 // Eval returns the expression's value for ev.
 func (x *StringExpr) Eval(ev *Event) (string, error) {
 	if x.field != "" {
-		s, ok := ev.jsonString(x.field)
+		s, ok := ev.fields.TextField(x.field)
 		if !ok {
 			return "", fmt.Errorf("evaluate %q: field %q missing or not a string", x.prog.source, x.field)
 		}
@@ -129,7 +128,7 @@ func (x *TimeExpr) Source() string { return x.prog.source }
 // Eval returns the event time of ev.
 func (x *TimeExpr) Eval(ev *Event) (time.Time, error) {
 	if x.field != "" {
-		t, err := ev.jsonTime(x.field)
+		t, err := ev.fields.TimeField(x.field)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("evaluate %q: %w", x.prog.source, err)
 		}
@@ -166,9 +165,8 @@ func (x *BoolExpr) Eval(ev *Event) (bool, error) {
 		return true, nil
 	}
 	if x.field != "" {
-		if v := ev.root.Get(x.field); v != nil && v.Type() == fastjson.TypeString {
-			b, _ := v.StringBytes()
-			return (string(b) == x.literal) != x.negate, nil
+		if s, ok := ev.fields.StringField(x.field); ok {
+			return (s == x.literal) != x.negate, nil
 		}
 		// Missing or not a string: let CEL decide, with its errors and its
 		// cross-type equality.
@@ -250,6 +248,12 @@ type compiler struct {
 	events *cel.Env
 	aggs   *cel.Env
 	errs   *Errors
+	// stream is the stream whose event the expressions being compiled read,
+	// and lookups the rule's lookups; with checks they let TypeCheck compile
+	// every event expression again against registered schemas.
+	stream  *Stream
+	lookups map[string]*Stream
+	checks  *[]exprCheck
 }
 
 // compile type-checks src and builds its program. want lists the acceptable
@@ -289,6 +293,9 @@ func (c *compiler) compile(env *cel.Env, s Scalar, ctx errCtx, what string, want
 		err.Snippet = c.snippet(p)
 		*c.errs = append(*c.errs, err)
 		return nil, nil
+	}
+	if env != c.aggs && c.checks != nil && c.stream != nil {
+		*c.checks = append(*c.checks, exprCheck{file: c.file, lines: c.lines, src: s, ctx: ctx, what: what, want: want, stream: c.stream, lookups: c.lookups})
 	}
 	prg, err := env.Program(checked, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {

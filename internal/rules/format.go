@@ -43,6 +43,7 @@ type fileSpec struct {
 type streamSpec struct {
 	Topic           Scalar `yaml:"topic"`
 	Format          Scalar `yaml:"format"`
+	Subject         Scalar `yaml:"subject"`
 	ID              Scalar `yaml:"id"`
 	Key             Scalar `yaml:"key"`
 	Time            Scalar `yaml:"time"`

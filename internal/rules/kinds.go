@@ -76,6 +76,9 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 	sort.Strings(names)
 	var out []*Lookup
 	var vars []cel.EnvOption
+	// Lookup keys read the trigger's event; so does every expression that
+	// follows, until a side names its stream.
+	c.stream = l.triggerStream(r)
 	for _, n := range names {
 		spec := r.Lookup[n]
 		at := c.pos(spec.Stream, 1, 0)
@@ -114,6 +117,10 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 	}
 	rc := *c
 	rc.events = env
+	rc.lookups = map[string]*Stream{}
+	for _, lk := range out {
+		rc.lookups[lk.Name] = lk.Stream
+	}
 	return &rc, out
 }
 

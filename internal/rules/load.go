@@ -44,6 +44,17 @@ const (
 	KindState      = "state"
 )
 
+// Formats of record values.
+const (
+	FormatJSON       = "json"
+	FormatAvro       = "avro"
+	FormatProtobuf   = "protobuf"
+	FormatJSONSchema = "json_schema"
+)
+
+// Formats lists the supported stream formats.
+var Formats = []string{FormatJSON, FormatAvro, FormatProtobuf, FormatJSONSchema}
+
 var supportedKinds = []string{KindAbsence, KindUnique, KindTransition, KindState}
 
 // DefaultRetention is how long transition and state rules keep an entity's
@@ -58,13 +69,26 @@ type RuleSet struct {
 	Rules   []*Rule
 	// Version is a hash of every rule's version: it changes when any rule does.
 	Version string
+
+	// formats decodes the topics of streams whose format is not JSON; set
+	// once by BindFormats before the rule set is used.
+	formats map[string]ValueFormat
+	// checks are the event expressions, kept with their source positions
+	// so they can be type-checked against registered schemas (TypeCheck).
+	checks []exprCheck
 }
 
 // Stream is a named, decoded view of a topic.
 type Stream struct {
 	Name            string
 	Topic           string
-	Format          string
+	// Format is how record values are encoded: json (the default), avro,
+	// protobuf or json_schema; the last three in the Confluent wire format
+	// with their schemas in a Schema Registry.
+	Format string
+	// Subject is the Schema Registry subject whose latest schema the rules
+	// are type-checked against. Default "<topic>-value" (TopicNameStrategy).
+	Subject string
 	ID              *StringExpr
 	Key             *StringExpr
 	Time            *TimeExpr
@@ -322,7 +346,7 @@ var (
 )
 
 func (l *loader) file(name string, src []byte) {
-	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs}
+	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs, checks: &l.set.checks}
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
 		l.errs = append(l.errs, yamlError(name, err))
@@ -411,9 +435,26 @@ func (l *loader) stream(c *compiler, name string, s *streamSpec) {
 	if l.required(c, s.Topic, at, ctx, "topic") {
 		st.Topic = s.Topic.Value
 	}
-	if s.Format.Set && s.Format.Value != "json" {
-		l.errs = append(l.errs, ctx.at(c.pos(s.Format, 1, 0), fmt.Sprintf("format %q is not supported (supported: json)", s.Format.Value)))
+	if s.Format.Set {
+		if !slices.Contains(Formats, s.Format.Value) {
+			l.errs = append(l.errs, ctx.at(c.pos(s.Format, 1, 0), fmt.Sprintf("format %q is not supported (supported: %s)", s.Format.Value, strings.Join(Formats, ", "))))
+		} else {
+			st.Format = s.Format.Value
+		}
 	}
+	st.Subject = st.Topic + "-value"
+	if s.Subject.Set {
+		if st.Format == FormatJSON {
+			l.errs = append(l.errs, ctx.at(c.pos(s.Subject, 1, 0), "subject: only streams with a Schema Registry format (avro, protobuf, json_schema) have one"))
+		}
+		st.Subject = s.Subject.Value
+	}
+	for _, other := range l.set.Streams {
+		if other.Topic == st.Topic && other.Format != st.Format {
+			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("topic %q is read as %s by stream %q: one topic has one format", st.Topic, other.Format, other.Name)))
+		}
+	}
+	c.stream = st
 	if l.required(c, s.ID, at, ctx, "id") {
 		st.ID = c.stringExpr(s.ID, ctx, "id")
 	}
@@ -494,6 +535,8 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 		l.errs = append(l.errs, ctx.at(c.pos(r.Kind, 1, 0), fmt.Sprintf("unknown kind %q (supported: %s)", r.Kind.Value, strings.Join(supportedKinds, ", "))))
 		return
 	}
+	// Impact is judged on the trigger's event.
+	c.stream = l.triggerStream(r)
 	if r.Impact != nil {
 		if r.Impact.Value.Set {
 			rule.Impact.Value = c.numberExpr(r.Impact.Value, ctx, "impact.value")
@@ -525,6 +568,19 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	l.set.Rules = append(l.set.Rules, rule)
 }
 
+// triggerStream is the stream whose events trigger r's violations: the
+// event that impact and lookup keys read. Nil when the rule names none.
+func (l *loader) triggerStream(r *ruleSpec) *Stream {
+	side := r.On
+	if r.Kind.Value == KindAbsence {
+		side = r.When
+	}
+	if side == nil {
+		return nil
+	}
+	return l.set.Streams[side.Stream.Value]
+}
+
 func (i *impactSpec) unit() string {
 	if i == nil {
 		return ""
@@ -548,6 +604,7 @@ func (l *loader) side(c *compiler, s *sideSpec, at Pos, ctx errCtx, what string)
 	}
 	side.Stream = st
 	side.Key = st.Key
+	c.stream = st
 	if s.Condition.Set {
 		side.Condition = c.boolExpr(s.Condition, ctx, what+".if")
 	}
