@@ -80,15 +80,15 @@ type RuleSet struct {
 
 // Stream is a named, decoded view of a topic.
 type Stream struct {
-	Name            string
-	Topic           string
+	Name  string
+	Topic string
 	// Format is how record values are encoded: json (the default), avro,
 	// protobuf or json_schema; the last three in the Confluent wire format
 	// with their schemas in a Schema Registry.
 	Format string
 	// Subject is the Schema Registry subject whose latest schema the rules
 	// are type-checked against. Default "<topic>-value" (TopicNameStrategy).
-	Subject string
+	Subject         string
 	ID              *StringExpr
 	Key             *StringExpr
 	Time            *TimeExpr
