@@ -95,6 +95,7 @@ func runCmd() *cobra.Command {
 	f.BoolVar(&cfg.HTTP.OpenHealthChecks, "http.open-health-checks", false, "serve /healthz and /readyz without basic auth")
 	f.StringSliceVar(&cfg.Alertmanager.URLs, "alertmanager.url", nil, "Alertmanager base URL; repeat for HA")
 	f.DurationVar(&cfg.Alertmanager.ResendInterval, "alertmanager.resend-interval", cfg.Alertmanager.ResendInterval, "re-send period of firing alerts")
+	f.StringSliceVar(&cfg.SchemaRegistry.URLs, "schema-registry.url", nil, "Schema Registry base URL (Apicurio: .../apis/ccompat/v7); repeat for fallbacks")
 	return cmd
 }
 
@@ -130,4 +131,5 @@ func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
 	set("http.open-health-checks", func() { dst.HTTP.OpenHealthChecks = flags.HTTP.OpenHealthChecks })
 	set("alertmanager.url", func() { dst.Alertmanager.URLs = flags.Alertmanager.URLs })
 	set("alertmanager.resend-interval", func() { dst.Alertmanager.ResendInterval = flags.Alertmanager.ResendInterval })
+	set("schema-registry.url", func() { dst.SchemaRegistry.URLs = flags.SchemaRegistry.URLs })
 }

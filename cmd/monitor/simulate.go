@@ -8,10 +8,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/demo"
 	"github.com/invmon/invmon/internal/kafkaconn"
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/sim"
+	examplerules "github.com/invmon/invmon/rules"
 )
 
 func simulateCmd() *cobra.Command {
@@ -24,6 +29,8 @@ func simulateCmd() *cobra.Command {
 		truth    string
 		start    string
 		live     bool
+		format   string
+		registry string
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate",
@@ -52,6 +59,24 @@ func simulateCmd() *cobra.Command {
 			ds, err := sim.Generate(scenario, seed, opts)
 			if err != nil {
 				return err
+			}
+			if format != rules.FormatJSON {
+				// The example schemas are registered under TOPIC-value and
+				// every event is produced in the Confluent wire format.
+				if registry == "" {
+					return fmt.Errorf("--format %s needs --schema-registry", format)
+				}
+				src, err := sr.NewClient(sr.URLs(registry))
+				if err != nil {
+					return err
+				}
+				enc, err := schema.RegisterSchemas(cmd.Context(), src, format, examplerules.Schemas(), "", sim.Topics...)
+				if err != nil {
+					return err
+				}
+				if err := demo.EncodeEvents(enc, ds.Events); err != nil {
+					return err
+				}
 			}
 			// The configuration file, when given, supplies the cluster and its
 			// TLS and SASL settings exactly as `monitor run` uses them.
@@ -109,5 +134,7 @@ func simulateCmd() *cobra.Command {
 	f.StringVar(&truth, "truth", "", "write the ground truth to this JSON file")
 	f.StringVar(&start, "start", "", "event time of the first event, RFC 3339 (default: so that the incident ends now)")
 	f.BoolVar(&live, "live", false, "start now and produce each event when its time comes")
+	f.StringVar(&format, "format", rules.FormatJSON, "value format: json, avro or protobuf (the last two register rules/schemas/ in --schema-registry)")
+	f.StringVar(&registry, "schema-registry", "", "Schema Registry URL (Apicurio: .../apis/ccompat/v7), for --format avro or protobuf")
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -35,6 +36,22 @@ type Config struct {
 	// Privacy minimises customer data in the API, the alerts and the
 	// violations topic. Default off: identifiers and amounts as they are.
 	Privacy privacy.Config `yaml:"privacy"`
+	// SchemaRegistry is where streams in avro, protobuf or json_schema
+	// format find their schemas. Default none (JSON streams only).
+	SchemaRegistry SchemaRegistry `yaml:"schema_registry"`
+}
+
+// SchemaRegistry configures the Schema Registry client. Its HTTP settings
+// are prometheus/common's, as in Prometheus' own configuration: tls_config,
+// basic_auth (password or password_file), authorization (credentials or
+// credentials_file), bearer_token(_file), proxy_url, http_headers.
+type SchemaRegistry struct {
+	// URLs are the registry's base URLs, tried in order; for Apicurio
+	// Registry, http://HOST:PORT/apis/ccompat/v7. Empty disables it.
+	URLs []string `yaml:"urls"`
+	// HTTP configures TLS, authentication and proxies. Default: plain HTTP
+	// without authentication, following redirects.
+	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
 }
 
 // EventTime bounds the event times the monitor accepts. A record whose event
@@ -281,6 +298,9 @@ func Defaults() Config {
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 		Alertmanager: Alertmanager{ResendInterval: time.Minute, Timeout: 10 * time.Second, HTTP: promconfig.DefaultHTTPClientConfig},
+		SchemaRegistry: SchemaRegistry{
+			HTTP: promconfig.DefaultHTTPClientConfig,
+		},
 	}
 }
 
@@ -332,6 +352,11 @@ func Load(path string) (Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, withoutValues(err))
+	}
+	// *_file paths are relative to the configuration file, as in Prometheus.
+	cfg.SchemaRegistry.HTTP.SetDirectory(filepath.Dir(path))
+	if err := cfg.SchemaRegistry.HTTP.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: schema_registry: %w", path, err)
 	}
 	return cfg, nil
 }

@@ -8,17 +8,20 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/sim"
 	"github.com/invmon/invmon/internal/violation"
@@ -61,6 +64,14 @@ type Options struct {
 	// after the monitor reports it blind, so that the blind alert has time to
 	// reach Alertmanager and its receivers. Default 0.
 	HoldStall time.Duration
+	// Format is how the events are encoded: json (the default), avro or
+	// protobuf. The last two register rules/schemas/ in SchemaRegistry and
+	// add `format:` to every stream of the example rules, which are
+	// otherwise the same files.
+	Format string
+	// SchemaRegistry is the registry's URL; required with Format avro or
+	// protobuf.
+	SchemaRegistry string
 	// Logger. Default no-op.
 	Logger *zap.Logger
 	// Progress, when set, receives one line per phase.
@@ -148,6 +159,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Format != "" && o.Format != rules.FormatJSON {
+		for n, src := range sources {
+			sources[n] = WithFormat(src, o.Format)
+		}
+	}
 	rs, err := rules.Parse(names, sources)
 	if err != nil {
 		return nil, fmt.Errorf("example rules: %w", err)
@@ -178,6 +194,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	for _, st := range rs.Streams {
 		st.Topic = o.TopicPrefix + st.Topic
+		st.Subject = o.TopicPrefix + st.Subject
 	}
 	for i := range ds.Events {
 		ds.Events[i].Topic = o.TopicPrefix + ds.Events[i].Topic
@@ -207,8 +224,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	defer producer.Close()
+	if err := encodeEvents(ctx, o, ds.Events); err != nil {
+		return nil, err
+	}
 
 	cfg := config.Defaults()
+	if o.SchemaRegistry != "" {
+		cfg.SchemaRegistry.URLs = []string{o.SchemaRegistry}
+	}
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.Group = o.TopicPrefix + "invmon-demo"
 	// The verdict is read back through the HTTP API, as a user would.
@@ -446,4 +469,49 @@ func waitSettled(ctx context.Context, m *monitor.Monitor, records int64, waterma
 		case <-t.C:
 		}
 	}
+}
+
+// topicLine is a stream's `topic:` line in a rule file.
+var topicLine = regexp.MustCompile(`(?m)^(\s+)topic: (\S+)$`)
+
+// WithFormat returns a rule file whose every stream reads format: the
+// example rules as they read Avro or Protobuf topics.
+func WithFormat(src []byte, format string) []byte {
+	return topicLine.ReplaceAll(src, []byte("${1}topic: ${2}\n${1}format: "+format))
+}
+
+// encodeEvents re-encodes the JSON events in o.Format with the example
+// schemas registered in o.SchemaRegistry; nothing for JSON.
+func encodeEvents(ctx context.Context, o Options, events []sim.Event) error {
+	if o.Format == "" || o.Format == rules.FormatJSON {
+		return nil
+	}
+	if o.SchemaRegistry == "" {
+		return fmt.Errorf("format %s needs a schema registry", o.Format)
+	}
+	cl, err := sr.NewClient(sr.URLs(o.SchemaRegistry))
+	if err != nil {
+		return err
+	}
+	enc, err := schema.RegisterSchemas(ctx, cl, o.Format, examplerules.Schemas(), o.TopicPrefix, sim.Topics...)
+	if err != nil {
+		return err
+	}
+	return EncodeEvents(enc, events)
+}
+
+// EncodeEvents replaces each event's JSON value by its encoding with enc.
+// Values that are not valid JSON (poison) are left as they are.
+func EncodeEvents(enc *schema.Encoder, events []sim.Event) error {
+	for i := range events {
+		if !json.Valid(events[i].Value) {
+			continue
+		}
+		b, err := enc.Encode(events[i].Topic, events[i].Value)
+		if err != nil {
+			return fmt.Errorf("encode event %d: %w", i, err)
+		}
+		events[i].Value = b
+	}
+	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/invmon/invmon/internal/outbox"
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/server"
 	"github.com/invmon/invmon/internal/violation"
 	"github.com/invmon/invmon/internal/webserve"
@@ -68,6 +69,14 @@ type Monitor struct {
 	// blind is the set of streams the InvariantMonitorBlind alert names.
 	blindMu sync.Mutex
 	blind   map[string]bool
+
+	// registry decodes schema formats; nil without schema_registry.urls.
+	registry *schema.Registry
+	// broken holds, per rule and stream, whether the last new schema seen
+	// on the stream breaks the rule (see onSchema).
+	brokenMu   sync.Mutex
+	broken     map[string]bool
+	ruleBroken *prometheus.GaugeVec
 }
 
 // BlindAlert is the alert the monitor raises about itself when an input lags
@@ -101,6 +110,20 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		if rs, err = rules.LoadFiles(cfg.RuleFiles...); err != nil {
 			return nil, err
 		}
+	}
+	m.ruleBroken = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "invmon_rule_broken", Help: "1 when a schema seen at run time on the stream no longer type-checks the rule (see InvariantRuleBroken).",
+	}, []string{"rule", "stream"})
+	m.broken = map[string]bool{}
+	m.reg.MustRegister(m.ruleBroken)
+	if m.registry, err = NewRegistry(cfg.SchemaRegistry.HTTP, cfg.SchemaRegistry.URLs, m.reg); err != nil {
+		return nil, err
+	}
+	if err := m.bindSchemas(ctx, rs); err != nil {
+		return nil, err
+	}
+	if m.registry != nil {
+		m.registry.OnSchema(m.onSchema)
 	}
 	m.rules.Store(rs)
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -362,6 +385,9 @@ func (m *Monitor) Reload(ctx context.Context) error {
 func (m *Monitor) reload(ctx context.Context) error {
 	rs, err := rules.LoadFiles(m.opts.Config.RuleFiles...)
 	if err != nil {
+		return err
+	}
+	if err := m.bindSchemas(ctx, rs); err != nil {
 		return err
 	}
 	specs := RuleSpecs(rs)

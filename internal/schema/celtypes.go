@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hamba/avro/v2"
 	"google.golang.org/protobuf/proto"
@@ -25,9 +26,13 @@ import (
 // Protobuf messages both go through it; a Protobuf enum, for instance, is a
 // string field here because the event carries its name.
 
-const typesPackage = "invmon.typed"
+// translations numbers the translated files: each has its own package, so
+// two streams' types (or two versions of one) meet in one CEL environment
+// without clashing names.
+var translations atomic.Int64
 
 type typeBuilder struct {
+	pkg  string
 	file *descriptorpb.FileDescriptorProto
 	// done maps a source type's full name to its message's name, so a
 	// recursive type refers to itself instead of expanding forever.
@@ -36,10 +41,13 @@ type typeBuilder struct {
 }
 
 func newTypeBuilder() *typeBuilder {
+	n := translations.Add(1)
+	pkg := fmt.Sprintf("invmon.typed.t%d", n)
 	return &typeBuilder{
+		pkg: pkg,
 		file: &descriptorpb.FileDescriptorProto{
-			Name:    proto.String("invmon/typed.proto"),
-			Package: proto.String(typesPackage),
+			Name:    proto.String(fmt.Sprintf("invmon/typed/t%d.proto", n)),
+			Package: proto.String(pkg),
 			Syntax:  proto.String("proto3"),
 		},
 		done: map[string]string{},
@@ -86,7 +94,7 @@ func field(name string, number int) *descriptorpb.FieldDescriptorProto {
 }
 
 // mapEntry adds the entry message of a map field to parent.
-func mapEntry(parent *descriptorpb.DescriptorProto, f *descriptorpb.FieldDescriptorProto, value *descriptorpb.FieldDescriptorProto) {
+func (b *typeBuilder) mapEntry(parent *descriptorpb.DescriptorProto, f *descriptorpb.FieldDescriptorProto, value *descriptorpb.FieldDescriptorProto) {
 	name := camel(f.GetName()) + "Entry"
 	key := field("key", 1)
 	key.Type = descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum()
@@ -98,7 +106,7 @@ func mapEntry(parent *descriptorpb.DescriptorProto, f *descriptorpb.FieldDescrip
 	})
 	f.Label = descriptorpb.FieldDescriptorProto_LABEL_REPEATED.Enum()
 	f.Type = descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum()
-	f.TypeName = proto.String("." + typesPackage + "." + parent.GetName() + "." + name)
+	f.TypeName = proto.String("." + b.pkg + "." + parent.GetName() + "." + name)
 }
 
 func camel(s string) string {
@@ -167,7 +175,7 @@ func (b *typeBuilder) avroField(parent *descriptorpb.DescriptorProto, f *descrip
 		b.dyn(f)
 	case *avro.RecordSchema:
 		f.Type = descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum()
-		f.TypeName = proto.String("." + typesPackage + "." + b.avroRecord(s))
+		f.TypeName = proto.String("." + b.pkg + "." + b.avroRecord(s))
 	case *avro.ArraySchema:
 		if !nested {
 			b.dyn(f)
@@ -191,7 +199,7 @@ func (b *typeBuilder) avroField(parent *descriptorpb.DescriptorProto, f *descrip
 			value.Label = descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum()
 			b.dyn(value)
 		}
-		mapEntry(parent, f, value)
+		b.mapEntry(parent, f, value)
 	case *avro.EnumSchema:
 		set(descriptorpb.FieldDescriptorProto_TYPE_STRING)
 	default:
@@ -246,7 +254,7 @@ func (b *typeBuilder) protoMessage(md protoreflect.MessageDescriptor) string {
 		case pf.IsMap():
 			value := field("value", 2)
 			b.protoKind(value, pf.MapValue())
-			mapEntry(msg, f, value)
+			b.mapEntry(msg, f, value)
 		default:
 			b.protoKind(f, pf)
 			if pf.IsList() {
@@ -281,6 +289,6 @@ func (b *typeBuilder) protoKind(f *descriptorpb.FieldDescriptorProto, pf protore
 			return
 		}
 		f.Type = descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum()
-		f.TypeName = proto.String("." + typesPackage + "." + b.protoMessage(m))
+		f.TypeName = proto.String("." + b.pkg + "." + b.protoMessage(m))
 	}
 }
