@@ -12,6 +12,12 @@ import (
 // TestMain lets the test binary act as the monitor command inside scripts,
 // so the scripts exercise the real flag parsing and exit codes.
 func TestMain(m *testing.M) {
+	// Tests that measure the command as a process of its own (time, memory)
+	// run this binary with INVMON_TEST_MAIN=1.
+	if os.Getenv("INVMON_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
 	testscript.Main(m, map[string]func(){"monitor": main})
 }
 

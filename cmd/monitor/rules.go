@@ -29,6 +29,9 @@ func rulesCmd() *cobra.Command {
 				fmt.Fprintln(os.Stderr, err)
 				return exitError{code: 1}
 			}
+			for _, w := range rs.Warnings {
+				fmt.Fprintln(os.Stderr, "warning: "+w.Error())
+			}
 			checked := ""
 			if len(registry) > 0 && len(rs.SchemaStreams()) > 0 {
 				reg, err := monitor.NewRegistry(promconfig.DefaultHTTPClientConfig, registry, nil)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/quantity"
+	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -256,7 +257,7 @@ func (cr *compiledRule) expandAnnotations(agg Aggregate) (map[string]string, []e
 			}
 			continue
 		}
-		var b bytes.Buffer
+		b := cappedBuffer{max: rules.MaxAnnotationOutput}
 		if err := t.Execute(&b, agg); err != nil {
 			errs = append(errs, fmt.Errorf("annotation %q: %w", k, err))
 			ann[k] = raw
@@ -265,4 +266,18 @@ func (cr *compiledRule) expandAnnotations(agg Aggregate) (map[string]string, []e
 		ann[k] = b.String()
 	}
 	return ann, errs
+}
+
+// cappedBuffer fails a write past max bytes, which stops the template: an
+// annotation's expansion is bounded whatever the template does.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("annotation longer than %d bytes", b.max)
+	}
+	return b.Buffer.Write(p)
 }

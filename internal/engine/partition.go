@@ -56,7 +56,7 @@ const (
 // MaxValueBytes bounds a record value the engine decodes (256 KiB): a
 // business event is a few hundred bytes, and a huge one is a producer bug
 // that would cost every rule its parsing.
-const MaxValueBytes = 256 << 10
+const MaxValueBytes = rules.MaxEventBytes
 
 // DecodeError says why a record could not be applied. The record changed no
 // state; the caller routes it to the dead-letter topic and moves on.

@@ -254,6 +254,8 @@ type compiler struct {
 	stream  *Stream
 	lookups map[string]*Stream
 	checks  *[]exprCheck
+	// warns collects what is allowed but likely wrong (see checkCost).
+	warns *Errors
 }
 
 // compile type-checks src and builds its program. want lists the acceptable
@@ -296,6 +298,9 @@ func (c *compiler) compile(env *cel.Env, s Scalar, ctx errCtx, what string, want
 	}
 	if env != c.aggs && c.checks != nil && c.stream != nil {
 		*c.checks = append(*c.checks, exprCheck{file: c.file, lines: c.lines, src: s, ctx: ctx, what: what, want: want, stream: c.stream, lookups: c.lookups})
+	}
+	if env != c.aggs && !c.checkCost(env, checked, s, ctx, what) {
+		return nil, nil
 	}
 	prg, err := env.Program(checked, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {

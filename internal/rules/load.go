@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -76,6 +77,10 @@ type RuleSet struct {
 	// checks are the event expressions, kept with their source positions
 	// so they can be type-checked against registered schemas (TypeCheck).
 	checks []exprCheck
+	// Warnings are what the files allow but is likely wrong, each with file,
+	// line and column: an expression that would exceed the per-evaluation
+	// cost limit on the largest event.
+	Warnings Errors
 }
 
 // Stream is a named, decoded view of a topic.
@@ -293,7 +298,7 @@ func LoadFiles(patterns ...string) (*RuleSet, error) {
 	}
 	sources := make(map[string][]byte, len(files))
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := readLimited(f)
 		if err != nil {
 			return nil, fmt.Errorf("read rule file: %w", err)
 		}
@@ -323,6 +328,7 @@ func Parse(names []string, sources map[string][]byte) (*RuleSet, error) {
 	if len(l.errs) > 0 {
 		return nil, l.errs
 	}
+	l.set.Warnings = l.warns
 	h := sha256.New()
 	for _, r := range l.set.Rules {
 		h.Write([]byte(r.Name + "=" + r.Version + "\n"))
@@ -336,6 +342,7 @@ type loader struct {
 	events      *cel.Env
 	aggs        *cel.Env
 	errs        Errors
+	warns       Errors
 	ruleAt      map[string]Pos
 	streamNodes map[string]*yaml.Node
 }
@@ -346,10 +353,20 @@ var (
 )
 
 func (l *loader) file(name string, src []byte) {
-	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs, checks: &l.set.checks}
+	if len(src) > MaxFileBytes {
+		l.errs = append(l.errs, &Error{Pos: Pos{File: name, Line: 1, Column: 1}, Message: fmt.Sprintf("rule file is larger than %d bytes", MaxFileBytes)})
+		return
+	}
+	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs, checks: &l.set.checks, warns: &l.warns}
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
 		l.errs = append(l.errs, yamlError(name, err))
+		return
+	}
+	// Before anything walks the tree: nested aliases would make every walk
+	// below exponential.
+	if err := checkYAMLSize(&root, func(n *yaml.Node) Pos { return Pos{File: name, Line: n.Line, Column: n.Column} }); err != nil {
+		l.errs = append(l.errs, err)
 		return
 	}
 	if len(root.Content) == 0 {
@@ -511,9 +528,31 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 			l.errs = append(l.errs, ctx.at(p, fmt.Sprintf("label %q: not a valid label name, or reserved (alertname and severity are set by the monitor)", k)))
 			continue
 		}
+		if v.notScalar {
+			l.errs = append(l.errs, ctx.at(c.pos(v, 1, 0), fmt.Sprintf("label %q: value must be a string, not a list or mapping", k)))
+			continue
+		}
 		rule.Labels[k] = v.Value
 	}
-	for k, v := range r.Annotations {
+	annotations := make([]string, 0, len(r.Annotations))
+	for k := range r.Annotations {
+		annotations = append(annotations, k)
+	}
+	sort.Strings(annotations)
+	for _, k := range annotations {
+		v := r.Annotations[k]
+		p := c.pos(v, 1, 0)
+		if p.Line == 0 {
+			p = at
+		}
+		if v.notScalar {
+			l.errs = append(l.errs, ctx.at(p, fmt.Sprintf("annotation %q: value must be a string, not a list or mapping", k)))
+			continue
+		}
+		if err := checkAnnotation(r.Name.Value+"/"+k, v.Value); err != nil {
+			l.errs = append(l.errs, ctx.at(p, fmt.Sprintf("annotation %q: %v", k, err)))
+			continue
+		}
 		rule.Annotations[k] = v.Value
 	}
 	l.objective(c, r, rule, ctx)
@@ -754,4 +793,19 @@ func withoutKeys(n *yaml.Node, keys ...string) *yaml.Node {
 		}
 	}
 	return &out
+}
+
+// readLimited reads a rule file, refusing one larger than MaxFileBytes
+// without reading it whole.
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
