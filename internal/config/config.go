@@ -273,10 +273,10 @@ func (a Alertmanager) validate() error {
 	switch a.Scheme {
 	case "", "http", "https":
 	default:
-		return fmt.Errorf("config: alertmanager.scheme %q is not http or https", a.Scheme)
+		return errors.New("config: alertmanager.scheme must be http or https")
 	}
 	if a.APIVersion != "" && a.APIVersion != "v2" {
-		return fmt.Errorf("config: alertmanager.api_version %q: only v2 is supported", a.APIVersion)
+		return errors.New("config: alertmanager.api_version: only v2 is supported")
 	}
 	if a.Timeout < 0 {
 		return errors.New("config: alertmanager.timeout must not be negative")
@@ -398,6 +398,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Alertmanager.validate(); err != nil {
 		return err
+	}
+	if err := c.Privacy.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return c.Kafka.ValidateSecurity()
 }

@@ -98,6 +98,14 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 		"kafka:\n  tls: [" + secret + "]\n",
 		"alertmanager:\n  resend_interval: " + secret + "\n",
 		"kafka:\n  brokers: [k:9092]\n  sasl: {mechanism: " + secret + "}\n",
+		"alertmanager:\n  basic_auth: " + secret + "\n",
+		"alertmanager:\n  basic_auth: {username: u, password: [" + secret + "]}\n",
+		"alertmanager:\n  authorization: {credentials: {x: " + secret + "}}\n",
+		"alertmanager:\n  basic_auth: {username: u, password: a, password_file: /p}\n  urls: [https://" + secret + "]\n",
+		"alertmanager:\n  scheme: " + secret + "\n",
+		"privacy:\n  identifiers: " + secret + "\n",
+		"privacy:\n  hmac_key_file: [" + secret + "]\n",
+		"http:\n  web_config_file: [" + secret + "]\n",
 	} {
 		cfg, err := Load(write(t, body+"rule_files: [r.yaml]\n"))
 		if err == nil {

@@ -73,30 +73,44 @@ type Minimizer struct {
 // New validates cfg and reads the key. Errors name the setting and the
 // file, never the key.
 func New(cfg Config) (*Minimizer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	m := &Minimizer{mode: cfg.Identifiers, bands: cfg.ImpactBands}
-	switch cfg.Identifiers {
-	case "", Plain:
+	if m.mode == "" {
 		m.mode = Plain
-		if cfg.HMACKeyFile != "" {
-			return nil, errors.New("privacy.hmac_key_file is set but privacy.identifiers is not hmac")
-		}
-	case Redact:
-	case HMAC:
-		if cfg.HMACKeyFile == "" {
-			return nil, errors.New("privacy.identifiers hmac needs privacy.hmac_key_file")
-		}
+	}
+	if m.mode == HMAC {
 		key, err := ReadKey(cfg.HMACKeyFile)
 		if err != nil {
 			return nil, err
 		}
 		m.key = key
-	default:
-		return nil, fmt.Errorf("privacy.identifiers %q is not plain, redact or hmac", cfg.Identifiers)
-	}
-	if !slices.IsSorted(cfg.ImpactBands) || len(slices.Compact(slices.Clone(cfg.ImpactBands))) != len(cfg.ImpactBands) {
-		return nil, errors.New("privacy.impact_bands must be strictly ascending")
 	}
 	return m, nil
+}
+
+// Validate checks the settings without reading the key file. The value of
+// a wrong mode is not repeated: it may be a secret pasted into the wrong
+// field.
+func (cfg Config) Validate() error {
+	switch cfg.Identifiers {
+	case "", Plain:
+		if cfg.HMACKeyFile != "" {
+			return errors.New("privacy.hmac_key_file is set but privacy.identifiers is not hmac")
+		}
+	case Redact:
+	case HMAC:
+		if cfg.HMACKeyFile == "" {
+			return errors.New("privacy.identifiers hmac needs privacy.hmac_key_file")
+		}
+	default:
+		return errors.New("privacy.identifiers must be plain, redact or hmac")
+	}
+	if !slices.IsSorted(cfg.ImpactBands) || len(slices.Compact(slices.Clone(cfg.ImpactBands))) != len(cfg.ImpactBands) {
+		return errors.New("privacy.impact_bands must be strictly ascending")
+	}
+	return nil
 }
 
 // ReadKey reads an HMAC key file.

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"time"
 
@@ -125,7 +126,7 @@ func New(h http.Handler, opts Options) (*Server, error) {
 		return s, nil
 	}
 	if err := web.Validate(opts.WebConfigFile); err != nil {
-		return nil, fmt.Errorf("web config %s: %w", opts.WebConfigFile, err)
+		return nil, fmt.Errorf("web config %s: %s", opts.WebConfigFile, withoutValues(err))
 	}
 	cfg, err := loadConfig(opts.WebConfigFile)
 	if err != nil {
@@ -217,10 +218,20 @@ func loadConfig(path string) (*web.Config, error) {
 		HTTPConfig: web.HTTPConfig{HTTP2: true},
 	}
 	if err := yaml.UnmarshalStrict(raw, c); err != nil {
-		return nil, fmt.Errorf("web config %s: %w", path, err)
+		return nil, fmt.Errorf("web config %s: %s", path, withoutValues(err))
 	}
 	c.TLSConfig.SetDirectory(filepath.Dir(path))
 	return c, nil
+}
+
+// yamlValue is a value the YAML decoder quotes in a type error
+// ("cannot unmarshal !!str `hunter2` into ...").
+var yamlValue = regexp.MustCompile("`[^`]*`")
+
+// withoutValues drops quoted values from an error's text: a plain password
+// pasted where a bcrypt hash or a mapping belongs must not reach the log.
+func withoutValues(err error) string {
+	return yamlValue.ReplaceAllString(err.Error(), "value")
 }
 
 type stamp struct {

@@ -237,10 +237,12 @@ func TestPasswordChangeNeedsNoRestart(t *testing.T) {
 
 func TestBrokenWebConfigFailsAtStart(t *testing.T) {
 	for name, body := range map[string]string{
-		"plain password":   "basic_auth_users:\n  ops: hunter2\n",
-		"unknown key":      "basic_auth_user:\n  ops: x\n",
-		"missing cert":     "tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent-key.pem\n",
-		"forbidden header": "http_server_config:\n  headers:\n    Set-Cookie: x\n",
+		"plain password":    "basic_auth_users:\n  ops: hunter2\n",
+		"unknown key":       "basic_auth_user:\n  ops: x\n",
+		"missing cert":      "tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent-key.pem\n",
+		"forbidden header":  "http_server_config:\n  headers:\n    Set-Cookie: x\n",
+		"password as a map": "basic_auth_users: hunter2\n",
+		"key as a list":     "tls_server_config:\n  key: [hunter2]\n",
 	} {
 		path := filepath.Join(t.TempDir(), "web.yml")
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
