@@ -105,6 +105,14 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// So do the web configuration and the privacy key: a broken file stops
+	// the start before anything connects.
+	if err := webserve.Validate(cfg.HTTP.WebConfigFile); err != nil {
+		return nil, err
+	}
+	if m.minimize, err = privacy.New(cfg.Privacy); err != nil {
+		return nil, err
+	}
 	rs := opts.Rules
 	if rs == nil {
 		if rs, err = rules.LoadFiles(cfg.RuleFiles...); err != nil {
@@ -140,9 +148,6 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(opts.Now().Unix()))
 	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
-		return nil, err
-	}
-	if m.minimize, err = privacy.New(cfg.Privacy); err != nil {
 		return nil, err
 	}
 	if m.minimize.Active() {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,36 @@ func TestEveryRouteBehindTheWebConfig(t *testing.T) {
 	}
 	if got := get("/readyz", false); got == http.StatusUnauthorized {
 		t.Errorf("GET /readyz without credentials (open_health_checks): 401")
+	}
+}
+
+// TestBrokenSecuritySettingsFailBeforeKafka: a web configuration with a
+// plain password, or a missing HMAC key, stops the start with the file's
+// name before the monitor tries the (here unreachable) brokers.
+func TestBrokenSecuritySettingsFailBeforeKafka(t *testing.T) {
+	web := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(web, []byte("basic_auth_users:\n  ops: not-a-bcrypt-hash\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.LoadFiles("../../rules/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*config.Config){
+		web:            func(c *config.Config) { c.HTTP.WebConfigFile = web },
+		"/nonexistent": func(c *config.Config) { c.Privacy.Identifiers, c.Privacy.HMACKeyFile = "hmac", "/nonexistent/hmac.key" },
+	} {
+		cfg := config.Defaults()
+		cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+		cfg.StateDir = t.TempDir()
+		edit(&cfg)
+		start := time.Now()
+		_, err := monitor.New(context.Background(), monitor.Options{Config: cfg, Rules: rs})
+		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "not-a-bcrypt-hash") {
+			t.Errorf("New: %v, want an error naming %s", err, name)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %s", d)
+		}
 	}
 }

@@ -125,8 +125,8 @@ func New(h http.Handler, opts Options) (*Server, error) {
 	if opts.WebConfigFile == "" {
 		return s, nil
 	}
-	if err := web.Validate(opts.WebConfigFile); err != nil {
-		return nil, fmt.Errorf("web config %s: %s", opts.WebConfigFile, withoutValues(err))
+	if err := Validate(opts.WebConfigFile); err != nil {
+		return nil, err
 	}
 	cfg, err := loadConfig(opts.WebConfigFile)
 	if err != nil {
@@ -175,6 +175,18 @@ func New(h http.Handler, opts Options) (*Server, error) {
 	}
 	s.srv.TLSConfig = s.tls
 	return s, nil
+}
+
+// Validate checks a web configuration file as New does (users' bcrypt
+// hashes, certificate files, header names) without serving; "" is valid.
+func Validate(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("web config %s: %s", path, withoutValues(err))
+	}
+	return nil
 }
 
 // Security reports how the server protects its paths.
