@@ -373,3 +373,15 @@ func TestHardenedWebConfigExample(t *testing.T) {
 		t.Errorf("example user: %d, headers %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// TestRateLimit: the web config's rate_limit answers 429 beyond its burst,
+// before any password is checked.
+func TestRateLimit(t *testing.T) {
+	base, _ := serve(t, "rate_limit:\n  burst: 2\n  interval: 1h\nbasic_auth_users:\n  ops: "+hash(t, "pw")+"\n")
+	c := newClient(t, nil).withAuth("ops", "pw")
+	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusTooManyRequests} {
+		if got, err := c.get(base + "/api/v1/rules"); err != nil || got != want {
+			t.Errorf("request %d: %d %v, want %d", i+1, got, err, want)
+		}
+	}
+}
