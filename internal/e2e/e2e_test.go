@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -181,10 +182,19 @@ func (m *monitorProc) stop() {
 
 func (m *monitorProc) logTail() string {
 	b, _ := os.ReadFile(m.log.Name())
+	// A crash's cause is at the start of its dump, which the tail of a long
+	// goroutine dump would cut off: show it first.
+	var head string
+	for _, mark := range []string{"\npanic: ", "\nfatal error: ", "\nSIGQUIT", "\nSIGSEGV", "\nSIGBUS", "\nSIGABRT"} {
+		if i := bytes.Index(b, []byte(mark)); i >= 0 && len(b)-i > 4000 {
+			head = string(b[i:min(len(b), i+3000)]) + "\n[...]\n"
+			break
+		}
+	}
 	if len(b) > 4000 {
 		b = b[len(b)-4000:]
 	}
-	return string(b)
+	return head + string(b)
 }
 
 func (m *monitorProc) violations(t *testing.T) map[string]string {
