@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -289,4 +290,88 @@ func endOffsets(t *testing.T, brokers string, topics []string) int64 {
 		}
 	})
 	return n
+}
+
+// readyz returns /readyz's status and body.
+func (m *monitorProc) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + m.http + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestMonitorUnreadyWhileKafkaRefusesCredentials changes the monitor's SCRAM
+// password on the broker under a running monitor: within seconds /readyz
+// answers 503 saying why and the log names the broker and the cause; the
+// new password written to the password file brings it back to ready without
+// a restart, and it consumes again.
+func TestMonitorUnreadyWhileKafkaRefusesCredentials(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	prefix := fmt.Sprintf("rot%d-", time.Now().UnixNano())
+	user := strings.TrimSuffix(prefix, "-")
+	setPassword := func(pw string) {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		res, err := kadm.NewClient(cl).AlterUserSCRAMs(context.Background(), nil,
+			[]kadm.UpsertSCRAM{{User: user, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: pw}})
+		if err == nil {
+			err = res.Error()
+		}
+		if err != nil {
+			t.Fatalf("set the SCRAM password of %s: %v", user, err)
+		}
+	}
+	setPassword("first-password")
+	kafkatest.CreateTopics(t, b.Addr(), 2, prefix+"payments", prefix+"ledger")
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "kafka-password")
+	if err := os.WriteFile(pwFile, []byte("first-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := writeRules(t, dir, prefix)
+	mon := launchMonitor(t, dir, "monitor", func(httpAddr string) string {
+		return fmt.Sprintf(`kafka:
+  brokers: [%q]
+  group: %s
+  tls: {enabled: true, ca_file: %q, server_name: %s}
+  sasl: {mechanism: SCRAM-SHA-512, username: %s, password_file: %q}
+state_dir: %s
+rule_files: [%q]
+http: {listen: %q}
+`, b.SASLAddr, prefix+"group", b.CA.CertFile, b.ServerName, user, pwFile, filepath.Join(dir, "state"), ruleFile, httpAddr)
+	})
+
+	setPassword("second-password")
+	changed := time.Now()
+	waitFor(t, 30*time.Second, func() bool {
+		code, body := mon.readyz(t)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "refuses the monitor's credentials")
+	})
+	t.Logf("unready %.1fs after the password changed on the broker", time.Since(changed).Seconds())
+	logged := mon.logTail()
+	if !strings.Contains(logged, "kafka broker refuses the monitor's credentials") || !strings.Contains(logged, b.SASLAddr) ||
+		!strings.Contains(logged, "SASL_AUTHENTICATION_FAILED") {
+		t.Errorf("log does not name the broker and the cause:\n%s", logged)
+	}
+	if strings.Contains(logged, "first-password") || strings.Contains(logged, "second-password") {
+		t.Errorf("log shows a password:\n%s", logged)
+	}
+
+	if err := os.WriteFile(pwFile, []byte("second-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fixed := time.Now()
+	waitFor(t, 30*time.Second, func() bool { code, _ := mon.readyz(t); return code == http.StatusOK })
+	t.Logf("ready again %.1fs after the password file was updated", time.Since(fixed).Seconds())
+	produce := producerTo(t, b.Addr(), prefix, "acct-7")
+	produce("payments", payment("pay-missing", time.Now()))
+	waitFor(t, within+20*time.Second, func() bool { return mon.violations(t)["pay-missing"] == "open" })
 }

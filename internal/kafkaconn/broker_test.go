@@ -254,3 +254,42 @@ func TestFailuresAreClearAndFast(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthCountsOnlyCredentialRefusals: a refused password or certificate
+// marks the broker, an accepted connection clears it, and a broker that is
+// not there is not a verdict on the credentials.
+func TestHealthCountsOnlyCredentialRefusals(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	health := kafkaconn.NewHealth(nil, nil)
+	connect := func(addr string, k config.Kafka) {
+		t.Helper()
+		opts, err := kafkaconn.Options(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = kafkaconn.Check(ctx, []string{addr}, append(opts, kgo.WithHooks(health)))
+	}
+	good := config.Kafka{TLS: tlsTo(b), SASL: config.SASL{Mechanism: "SCRAM-SHA-512", Username: b.User, Password: promconfig.Secret(b.Password)}}
+	wrong := good
+	wrong.SASL.Password = "wrong-password-value"
+	untrusted := good
+	untrusted.TLS.Config.CAFile = b.Untrusted.CertFile
+
+	connect(fmt.Sprintf("127.0.0.1:%d", kafkatest.FreePort(t)), good)
+	if err := health.Err(); err != nil {
+		t.Fatalf("a closed port counted as refused credentials: %v", err)
+	}
+	for name, k := range map[string]config.Kafka{"wrong password": wrong, "untrusted CA": untrusted} {
+		connect(b.SASLAddr, k)
+		err := health.Err()
+		if err == nil || !strings.Contains(err.Error(), "kafka broker "+b.SASLAddr) || strings.Contains(err.Error(), "wrong-password-value") {
+			t.Fatalf("%s: health %v", name, err)
+		}
+		connect(b.SASLAddr, good)
+		if err := health.Err(); err != nil {
+			t.Fatalf("%s: still refused after an accepted connection: %v", name, err)
+		}
+	}
+}

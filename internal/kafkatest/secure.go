@@ -106,6 +106,10 @@ listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.p
 listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 
 listener.name.mtls.ssl.client.auth=required
+
+# SASL sessions expire after 5 s and clients authenticate again (KIP-368):
+# a credential changed on the broker reaches running clients within seconds.
+connections.max.reauth.ms=5000
 `
 
 // startSecure starts the shared secure broker.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -58,8 +59,11 @@ type Monitor struct {
 	consumer *consumer.Consumer
 	alerts   *alert.Manager
 	outbox   *outbox.Publisher
-	listener net.Listener
-	web      *webserve.Server
+	// kopts are the Kafka clients' TLS, SASL and health options.
+	kopts       []kgo.Opt
+	kafkaHealth *kafkaconn.Health
+	listener    net.Listener
+	web         *webserve.Server
 	// minimize applies the privacy settings to every output.
 	minimize *privacy.Minimizer
 
@@ -113,6 +117,10 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if m.minimize, err = privacy.New(cfg.Privacy); err != nil {
 		return nil, err
 	}
+	// Every client reports its connection attempts to one Health, so a
+	// broker that starts refusing the credentials makes the monitor unready.
+	m.kafkaHealth = kafkaconn.NewHealth(m.log.Named("kafka"), m.reg)
+	m.kopts = append(kopts[:len(kopts):len(kopts)], kgo.WithHooks(m.kafkaHealth))
 	rs := opts.Rules
 	if rs == nil {
 		if rs, err = rules.LoadFiles(cfg.RuleFiles...); err != nil {
@@ -178,7 +186,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		if err := m.store.EnableOutbox(); err != nil {
 			return nil, err
 		}
-		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: kopts, Topic: cfg.Kafka.ViolationsTopic, Minimize: m.minimize}, m.store, m.log.Named("outbox"))
+		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: m.kopts, Topic: cfg.Kafka.ViolationsTopic, Minimize: m.minimize}, m.store, m.log.Named("outbox"))
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +202,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		TickInterval:   opts.TickInterval,
 		ProduceTimeout: cfg.Kafka.ProduceTimeout,
 		TimeBounds:     engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
-		Opts:           kopts,
+		Opts:           m.kopts,
 		Now:            opts.Now,
 		Registerer:     m.reg,
 		OnCommit:       m.onCommit,
@@ -220,7 +228,7 @@ func (m *Monitor) listen(cfg config.HTTP) error {
 		open = []string{"/healthz", "/readyz"}
 	}
 	handler := server.New(server.Sources{
-		Store: m.store, Rules: m.Rules, Ready: m.consumer.Ready, Gatherer: m.reg,
+		Store: m.store, Rules: m.Rules, Ready: m.ready, NotReady: m.notReady, Gatherer: m.reg,
 		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
 	})
 	var err error
@@ -281,6 +289,19 @@ func RuleSpecs(rs *rules.RuleSet) []alert.RuleSpec {
 	return specs
 }
 
+// ready: the group is joined, state is loaded, and no broker refuses the
+// monitor's credentials.
+func (m *Monitor) ready() bool { return m.consumer.Ready() && m.kafkaHealth.Err() == nil }
+
+// notReady explains an unready monitor without naming brokers: /readyz may
+// be open to unauthenticated probes. The log and the metric name them.
+func (m *Monitor) notReady() string {
+	if m.kafkaHealth.Err() != nil {
+		return "not ready: a Kafka broker refuses the monitor's credentials (see the log and invmon_kafka_credentials_rejected)"
+	}
+	return ""
+}
+
 // HTTPAddr returns the address the HTTP server listens on ("" if none).
 func (m *Monitor) HTTPAddr() string {
 	if m.listener == nil {
@@ -315,12 +336,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if m.opts.Config.Kafka.Changelog {
 		// With the changelog, partitions may be spread over several members:
 		// alerts follow the whole group's violations from the feed.
-		kopts, err := kafkaconn.Options(m.opts.Config.Kafka)
-		if err != nil {
-			return err
-		}
 		g.Go(func() error {
-			return consumer.FollowFeed(ctx, m.opts.Config.Kafka.Brokers, kopts, m.opts.Config.Kafka.Group, m.log.Named("feed"),
+			return consumer.FollowFeed(ctx, m.opts.Config.Kafka.Brokers, m.kopts, m.opts.Config.Kafka.Group, m.log.Named("feed"),
 				func(v violation.Violation) { m.alerts.Observe(v) })
 		})
 	}

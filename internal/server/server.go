@@ -20,9 +20,12 @@ import (
 
 // Sources are what the server reads; each is called per request.
 type Sources struct {
-	Store    *joinstate.Store
-	Rules    func() *rules.RuleSet
-	Ready    func() bool
+	Store *joinstate.Store
+	Rules func() *rules.RuleSet
+	Ready func() bool
+	// NotReady, when set, explains a false Ready in /readyz's answer; ""
+	// keeps the default reason. Optional.
+	NotReady func() string
 	Gatherer prometheus.Gatherer
 	// Blind returns the streams reported blind now (for the console).
 	Blind func() []string
@@ -44,7 +47,13 @@ func New(src Sources) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !src.Ready() {
-			http.Error(w, "not ready: joining the group or restoring state", http.StatusServiceUnavailable)
+			reason := "not ready: joining the group or restoring state"
+			if src.NotReady != nil {
+				if r := src.NotReady(); r != "" {
+					reason = r
+				}
+			}
+			http.Error(w, reason, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
