@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/engine"
@@ -82,12 +83,26 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		WithNumLevelZeroTables(opts.NumMemtables).
 		// Commits are synced explicitly per batch (see Commit); syncing every
 		// write as well would only cost time.
-		WithSyncWrites(false)
+		WithSyncWrites(false).
+		// A damaged table must stop the monitor, not serve part of the
+		// state: every table is verified before the open (verifyTables, since
+		// Badger's check at open skips a bad table), and every block and
+		// value when read.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true)
 	if opts.InMemory {
 		bo = bo.WithInMemory(true).WithDir("").WithValueDir("")
 	}
+	if !opts.InMemory {
+		if err := verifyTables(dir); err != nil {
+			return nil, err
+		}
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
+		if err := asDamaged(dir, err); errors.As(err, new(*DamagedError)) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("open state dir %q: %w", dir, err)
 	}
 	return &Store{db: db, log: log}, nil

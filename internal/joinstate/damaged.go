@@ -1,0 +1,95 @@
+package joinstate
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// DamagedError says the state directory failed Badger's checksum
+// verification: a table or value log file no longer holds what was written.
+// The monitor stops instead of running on part of its state.
+type DamagedError struct {
+	// Dir is the state directory and File the damaged file in it, when
+	// Badger names one.
+	Dir, File string
+	Err       error
+}
+
+func (e *DamagedError) Error() string {
+	file := "a file"
+	if e.File != "" {
+		file = e.File
+	}
+	return fmt.Sprintf("state directory %q is damaged: %s failed checksum verification (%v). "+
+		"Recovery: stop the monitor, move the state directory aside (keep it for analysis) and start it again with an empty one: "+
+		"with kafka.changelog on (the default) every partition's state is rebuilt from the <group>.changelog topic; "+
+		"without the changelog, also reset the group's offsets to the earliest retained records so the inputs are evaluated again",
+		e.Dir, file, e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+// damagedFile finds the file name in a Badger error: it names tables as
+// NNNNNN.sst and value logs as NNNNNN.vlog, with or without their directory.
+var damagedFile = regexp.MustCompile(`[^\s"':]*?(\d+\.(?:sst|vlog|mem))`)
+
+// asDamaged wraps err in a DamagedError when it reports a checksum failure.
+func asDamaged(dir string, err error) error {
+	if err == nil || !checksumFailure.MatchString(err.Error()) {
+		return err
+	}
+	de := &DamagedError{Dir: dir, Err: err}
+	if m := damagedFile.FindStringSubmatch(err.Error()); m != nil {
+		de.File = m[1]
+	}
+	return de
+}
+
+var checksumFailure = regexp.MustCompile(`(?i)checksum|corrupt|truncate`)
+
+// verifyTables checks the checksum of every block of every table in dir
+// before Badger opens it. Badger's own verification at open skips a table
+// whose checksum fails (serving the state without it) or panics on a
+// damaged index; and its iterators end silently at a damaged block. So the
+// tables are read once here, each in isolation, and the first damaged one
+// is named.
+func verifyTables(dir string) error {
+	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return err
+	}
+	for _, name := range tables {
+		if err := verifyTable(name); err != nil {
+			return &DamagedError{Dir: dir, File: filepath.Base(name), Err: err}
+		}
+	}
+	return nil
+}
+
+func verifyTable(name string) (err error) {
+	mf, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
+	if err != nil && !errors.Is(err, z.NewFile) {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading it failed: %v", r)
+		}
+	}()
+	// The monitor writes tables with Badger's default block size and
+	// compression (see Open).
+	// OpenTable closes the file when it fails. The table is not released
+	// with DecrRef, which deletes a table's file once unreferenced: only its
+	// read-only mapping is closed.
+	if _, err := table.OpenTable(mf, table.Options{ChkMode: options.OnTableRead, BlockSize: 4 << 10, Compression: options.Snappy}); err != nil {
+		return err
+	}
+	return mf.Close(-1)
+}
