@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test deps vet demo bench dev-up dev-down build slo-rules
+.PHONY: test deps vet demo bench dev-up dev-down build slo-rules k8s-manifests
 
 # The binary with its version and revision (monitor --version, invmon_build_info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -28,6 +28,12 @@ test: deps
 # the objectives in rules/; `make test` fails when the committed copy differs.
 slo-rules:
 	$(GO) run ./cmd/monitor slo rules --rule-files 'rules/*.yaml' --out deploy/prometheus/slo.rules.yml
+	$(MAKE) k8s-manifests
+
+# deploy/kubernetes's PrometheusRule and rules ConfigMap, generated from
+# deploy/prometheus/*.yml and rules/*.yaml: run after changing either.
+k8s-manifests:
+	$(GO) test -count=1 ./internal/deploycheck -run Generated -update
 
 deps:
 	bash scripts/deps.sh
