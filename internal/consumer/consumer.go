@@ -376,6 +376,9 @@ type Stats struct {
 	// Durable is true when every batch evaluated so far is committed: what
 	// the API shows then includes everything handled.
 	Durable bool
+	// SchemaWaiting counts topic-partitions held at a record whose schema
+	// the Schema Registry could not serve yet.
+	SchemaWaiting int
 }
 
 // Stats returns the consumer's progress.
@@ -385,6 +388,7 @@ func (c *Consumer) Stats() Stats {
 	s := Stats{Records: c.records.Load(), DeadLetters: c.dlqCount.Load(), CaughtUp: true, Partitions: len(c.parts), Durable: c.inflight.Load() == 0}
 	first := true
 	for _, p := range c.parts {
+		s.SchemaWaiting += len(p.waiting)
 		if wm := p.eng.MinWatermark(); first || wm.Before(s.MinWatermark) {
 			s.MinWatermark, first = wm, false
 		}

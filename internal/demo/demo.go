@@ -81,6 +81,25 @@ type Options struct {
 	// at "/", the API): `monitor demo --serve` and the console test use it.
 	// An error from it fails the run.
 	Inspect func(ctx context.Context, addr string) error
+	// Midway, when set, splits a one-phase scenario in two halves: the
+	// monitor reads the first, then Midway runs, then the second half is
+	// encoded and produced. Tests use it to change the world mid-stream:
+	// register a new schema version with Midway.Encoder, stop the registry.
+	// An error from it fails the run.
+	Midway func(ctx context.Context, mid Midway) error
+}
+
+// Midway is what Options.Midway may act on.
+type Midway struct {
+	// Monitor is the running monitor.
+	Monitor *monitor.Monitor
+	// Encoder encodes the second half (nil for JSON); a schema registered
+	// with it now applies to the events produced after Midway returns.
+	Encoder *schema.Encoder
+	// Registry is a client of the Schema Registry (nil for JSON).
+	Registry *sr.Client
+	// Produced is how many events the first half had.
+	Produced int
 }
 
 // Result is what the demo found.
@@ -224,7 +243,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	defer producer.Close()
-	if err := encodeEvents(ctx, o, ds.Events); err != nil {
+	enc, srcl, err := registerSchemas(ctx, o)
+	if err != nil {
 		return nil, err
 	}
 
@@ -260,11 +280,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	blind := map[string]bool{}
 	phases := ds.Phases()
+	if o.Midway != nil && len(phases) == 1 {
+		half := len(phases[0]) / 2
+		phases = [][]sim.Event{phases[0][:half], phases[0][half:]}
+	}
 	produced := 0
 	for i, phase := range phases {
 		produce := sim.Produce
 		if o.Live {
 			produce = sim.ProduceLive
+		}
+		if i == 1 && o.Midway != nil {
+			if err := o.Midway(ctx, Midway{Monitor: m, Encoder: enc, Registry: srcl, Produced: produced}); err != nil {
+				return fail(err)
+			}
+		}
+		if enc != nil {
+			if err := EncodeEvents(enc, phase); err != nil {
+				return fail(err)
+			}
 		}
 		if err := produce(ctx, producer, phase); err != nil {
 			return fail(err)
@@ -480,24 +514,24 @@ func WithFormat(src []byte, format string) []byte {
 	return topicLine.ReplaceAll(src, []byte("${1}topic: ${2}\n${1}format: "+format))
 }
 
-// encodeEvents re-encodes the JSON events in o.Format with the example
-// schemas registered in o.SchemaRegistry; nothing for JSON.
-func encodeEvents(ctx context.Context, o Options, events []sim.Event) error {
+// registerSchemas registers the example schemas for o.Format in
+// o.SchemaRegistry and returns the encoder of the events; nil for JSON.
+func registerSchemas(ctx context.Context, o Options) (*schema.Encoder, *sr.Client, error) {
 	if o.Format == "" || o.Format == rules.FormatJSON {
-		return nil
+		return nil, nil, nil
 	}
 	if o.SchemaRegistry == "" {
-		return fmt.Errorf("format %s needs a schema registry", o.Format)
+		return nil, nil, fmt.Errorf("format %s needs a schema registry", o.Format)
 	}
 	cl, err := sr.NewClient(sr.URLs(o.SchemaRegistry))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	enc, err := schema.RegisterSchemas(ctx, cl, o.Format, examplerules.Schemas(), o.TopicPrefix, sim.Topics...)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return EncodeEvents(enc, events)
+	return enc, cl, nil
 }
 
 // EncodeEvents replaces each event's JSON value by its encoding with enc.

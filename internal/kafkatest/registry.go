@@ -101,11 +101,20 @@ func (r *SchemaRegistry) Stop() {
 // after an outage, and returns once it is ready.
 func (r *SchemaRegistry) Start() {
 	r.t.Helper()
+	if err := r.Restart(); err != nil {
+		r.t.Fatalf("kafkatest: %v", err)
+	}
+}
+
+// Restart is Start for a goroutine other than the test's: it returns the
+// error instead of failing the test.
+func (r *SchemaRegistry) Restart() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.startLocked(); err != nil {
-		r.t.Fatalf("kafkatest: restart schema registry: %v", err)
+		return fmt.Errorf("restart schema registry: %w", err)
 	}
+	return nil
 }
 
 func (r *SchemaRegistry) shutdown() { r.Stop() }
