@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A local Kafka broker and Alertmanager for running the monitor by hand, without
-# Docker: `scripts/devstack.sh up|down|status` (or `make dev-up` / `make dev-down`).
+# A local Kafka broker, Alertmanager and Schema Registry (Apicurio, for Avro and
+# Protobuf topics) for running the monitor by hand, without Docker:
+# `scripts/devstack.sh up|down|status` (or `make dev-up` / `make dev-down`).
 #
-# Both run in the background on free loopback ports, with all their state under
+# All run in the background on free loopback ports, with all their state under
 # .devstack/ (gitignored). The broker is the same single-node KRaft broker the
 # tests run (configuration from internal/kafkatest/broker.properties.in, jars
 # from scripts/deps.sh); Alertmanager routes everything to a receiver that
@@ -21,6 +22,9 @@ jvm_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingH
 
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
 kafka_home="${INVMON_CACHE:-$HOME/.cache/invmon}/kafka-$kafka_version"
+# Apicurio Registry, as in scripts/deps.sh and internal/kafkatest/registry.go.
+apicurio_version=3.0.9
+apicurio_home="${INVMON_CACHE:-$HOME/.cache/invmon}/apicurio-$apicurio_version"
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -63,7 +67,8 @@ print_env() {
 	cat <<EOF
 Kafka brokers:   $KAFKA_BROKERS
 Alertmanager:    $ALERTMANAGER_URL
-Logs:            .devstack/kafka/broker.log, .devstack/alertmanager/alertmanager.log
+Schema Registry: $SCHEMA_REGISTRY_URL
+Logs:            .devstack/kafka/broker.log, .devstack/alertmanager/alertmanager.log, .devstack/registry/registry.log
 
 Create the topics the rules read, then run the monitor against them (the flags override the config file):
   go run ./cmd/monitor topics create --brokers $KAFKA_BROKERS --rule-files 'rules/*.yaml' --partitions 4
@@ -72,13 +77,16 @@ Create the topics the rules read, then run the monitor against them (the flags o
 Then open the console at http://127.0.0.1:8080/
 Feed it an incident:
   go run ./cmd/monitor simulate --brokers $KAFKA_BROKERS --scenario friday-rollback --seed 1 --truth .devstack/truth.json
+The same incident in Avro (or protobuf) through the registry: add format: avro to the streams, pass
+--schema-registry.url $SCHEMA_REGISTRY_URL to run, and
+  go run ./cmd/monitor simulate --brokers $KAFKA_BROKERS --format avro --schema-registry $SCHEMA_REGISTRY_URL
 Point the integration tests at this broker:
   set -a; . .devstack/env; set +a; go test ./...
 EOF
 }
 
 up() {
-	if alive "$state/kafka/pid" && alive "$state/alertmanager/pid"; then
+	if alive "$state/kafka/pid" && alive "$state/alertmanager/pid" && alive "$state/registry/pid"; then
 		echo "devstack: already running"
 		print_env
 		return
@@ -92,11 +100,14 @@ up() {
 	am=$(command -v prometheus-alertmanager || command -v alertmanager) ||
 		die "Alertmanager not found; run scripts/deps.sh"
 
-	mkdir -p "$state/kafka" "$state/alertmanager"
-	local broker_port controller_port am_port
+	[[ -f $apicurio_home/.complete ]] || die "Apicurio Registry $apicurio_version missing in $apicurio_home; run scripts/deps.sh"
+
+	mkdir -p "$state/kafka" "$state/alertmanager" "$state/registry"
+	local broker_port controller_port am_port registry_port
 	broker_port=$(free_port)
 	controller_port=$(free_port)
 	am_port=$(free_port)
+	registry_port=$(free_port)
 
 	# --- Kafka ---
 	local k=$state/kafka
@@ -143,10 +154,20 @@ EOF
 		</dev/null >>"$a/alertmanager.log" 2>&1 &
 	echo $! >"$a/pid"
 
+	# --- Schema Registry (Apicurio; schemas kept in .devstack/registry) ---
+	local r=$state/registry
+	setsid java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+		-Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$registry_port" \
+		-Dapicurio.datasource.url="jdbc:h2:file:$r/registry" \
+		-jar "$apicurio_home/apicurio-registry-app-$apicurio_version-runner.jar" \
+		</dev/null >>"$r/registry.log" 2>&1 &
+	echo $! >"$r/pid"
+
 	# env for `. .devstack/env`; the plain files for scripts and `make bench`.
 	cat >"$state/env" <<EOF
 KAFKA_BROKERS=127.0.0.1:$broker_port
 ALERTMANAGER_URL=http://127.0.0.1:$am_port
+SCHEMA_REGISTRY_URL=http://127.0.0.1:$registry_port/apis/ccompat/v7
 EOF
 	echo "127.0.0.1:$broker_port" >"$state/brokers"
 	echo "http://127.0.0.1:$am_port" >"$state/alertmanager_url"
@@ -173,12 +194,26 @@ EOF
 		fi
 		sleep 0.1
 	done
+	until (exec 3<>"/dev/tcp/127.0.0.1/$registry_port" && printf 'GET /health/ready HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 ') 2>/dev/null; do
+		if ! alive "$r/pid" || ((SECONDS - started > 120)); then
+			echo "devstack: the Schema Registry did not start; last lines of $r/registry.log:" >&2
+			tail -n 30 "$r/registry.log" >&2 || true
+			down >/dev/null
+			exit 1
+		fi
+		sleep 0.2
+	done
+	# Confluent's default compatibility: a new version must read the old.
+	(exec 3<>"/dev/tcp/127.0.0.1/$registry_port" &&
+		printf 'PUT /apis/ccompat/v7/config HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 28\r\n\r\n{"compatibility":"BACKWARD"}' >&3 &&
+		head -n1 <&3 | grep -q ' 200 ') || die "could not set the registry's compatibility"
 	echo "devstack: up in $((SECONDS - started)) s"
 	print_env
 }
 
 down() {
 	[[ -d $state ]] || { echo "devstack: not running"; return; }
+	stop_group "$state/registry/pid"
 	stop_group "$state/alertmanager/pid"
 	stop_group "$state/kafka/pid"
 	rm -rf "$state"
@@ -188,7 +223,7 @@ down() {
 status() {
 	[[ -d $state ]] || { echo "devstack: not running"; return 3; }
 	local rc=0
-	for svc in kafka alertmanager; do
+	for svc in kafka alertmanager registry; do
 		if alive "$state/$svc/pid"; then
 			echo "$svc: running (pid $(cat "$state/$svc/pid"))"
 		else

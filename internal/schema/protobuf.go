@@ -85,7 +85,9 @@ func (d *protoDecoder) decode(payload []byte, index []int) (rules.Fields, error)
 		return nil, err
 	}
 	m := dynamicpb.NewMessage(md)
-	if err := proto.Unmarshal(payload, m); err != nil {
+	// AllowPartial skips the required-fields walk: proto3 has none, and a
+	// proto2 message missing one still has fields the rules can read.
+	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(payload, m); err != nil {
 		return nil, err
 	}
 	return protoFields{m: m}, nil
