@@ -51,10 +51,14 @@ func (c *Consumer) feedRecords(changed []violation.Violation) ([]*kgo.Record, er
 	return out, nil
 }
 
-// FollowFeed reads the group's violation feed from its start until ctx ends
-// and hands every violation, in order, to observe: the alert manager's view
-// of the whole group.
-func FollowFeed(ctx context.Context, brokers []string, opts []kgo.Opt, group string, log *zap.Logger, observe func(violation.Violation)) error {
+// FollowFeed reads the group's violation feed from its start until ctx ends.
+// The records that were already in the feed when it started are gathered,
+// latest per violation, and handed to seed once, as the group's open
+// violations; every later record goes to observe, in order. Alerting seeded
+// so never pages on what the local state still holds but another member has
+// since resolved, and it sends nothing before it has caught up (the alert
+// manager waits for its seed).
+func FollowFeed(ctx context.Context, brokers []string, opts []kgo.Opt, group string, log *zap.Logger, seed func([]violation.Violation), observe func(violation.Violation)) error {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{FeedTopic(group): {0: kgo.NewOffset().AtStart()}}),
@@ -64,6 +68,26 @@ func FollowFeed(ctx context.Context, brokers []string, opts []kgo.Opt, group str
 		return fmt.Errorf("violation feed client: %w", err)
 	}
 	defer cl.Close()
+	end, err := feedEnd(ctx, cl, group)
+	if err != nil {
+		return err
+	}
+	pending := map[string]violation.Violation{}
+	seeded := false
+	finishSeed := func() {
+		open := make([]violation.Violation, 0, len(pending))
+		for _, v := range pending {
+			if v.State == violation.Open {
+				open = append(open, v)
+			}
+		}
+		seed(open)
+		seeded, pending = true, nil
+		log.Info("violation feed caught up", zap.Int64("records", end), zap.Int("open", len(open)))
+	}
+	if end == 0 {
+		finishSeed()
+	}
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -76,9 +100,35 @@ func FollowFeed(ctx context.Context, brokers []string, opts []kgo.Opt, group str
 			var v violation.Violation
 			if err := json.Unmarshal(r.Value, &v); err != nil {
 				log.Warn("undecodable violation in the feed", zap.Int64("offset", r.Offset), zap.Error(err))
-				return
+			} else if seeded {
+				observe(v)
+			} else {
+				pending[v.ID] = v
 			}
-			observe(v)
+			if !seeded && r.Offset+1 >= end {
+				finishSeed()
+			}
 		})
+	}
+}
+
+// feedEnd is the feed's end offset now: where catching up ends. It retries
+// until the broker answers, since alerting waits for it anyway.
+func feedEnd(ctx context.Context, cl *kgo.Client, group string) (int64, error) {
+	adm := kadm.NewClient(cl)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, FeedTopic(group))
+		if err == nil {
+			if o, ok := ends.Lookup(FeedTopic(group), 0); ok && o.Err == nil {
+				return o.Offset, nil
+			} else if ok {
+				err = o.Err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case <-time.After(time.Second):
+		}
 	}
 }

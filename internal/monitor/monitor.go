@@ -172,11 +172,17 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if err = m.alerts.SetRules(RuleSpecs(rs)); err != nil {
 		return nil, err
 	}
-	open, err := m.store.Violations(joinstate.Filter{State: violation.Open})
-	if err != nil {
-		return nil, err
+	if !cfg.Kafka.Changelog {
+		// One member owns every partition: its state is the whole truth.
+		// With the changelog, alerting is seeded from the group's feed in
+		// Run instead: the local state may be stale, resolved since by
+		// another member, and nothing is sent before the feed caught up.
+		open, err := m.store.Violations(joinstate.Filter{State: violation.Open})
+		if err != nil {
+			return nil, err
+		}
+		m.alerts.Seed(open)
 	}
-	m.alerts.Seed(open)
 	// A wrong password, CA or certificate stops the start here with the
 	// broker's name and the cause, rather than in a client's retry loop.
 	if err := kafkaconn.Check(ctx, cfg.Kafka.Brokers, kopts); err != nil {
@@ -338,7 +344,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		// alerts follow the whole group's violations from the feed.
 		g.Go(func() error {
 			return consumer.FollowFeed(ctx, m.opts.Config.Kafka.Brokers, m.kopts, m.opts.Config.Kafka.Group, m.log.Named("feed"),
-				func(v violation.Violation) { m.alerts.Observe(v) })
+				m.alerts.Seed, func(v violation.Violation) { m.alerts.Observe(v) })
 		})
 	}
 	if m.outbox != nil {
