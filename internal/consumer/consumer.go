@@ -161,6 +161,9 @@ type Consumer struct {
 	// fault-injection points of the tests.
 	beforeProduce     func([]*kgo.Record)
 	beforeStateCommit func() error
+	// applyRecord, when set, replaces Partition.Apply, so a test can make
+	// one record fail as a panic half-way through would.
+	applyRecord func(*engine.Partition, *engine.Record, time.Time) error
 
 	topicsCheckedAt time.Time
 	records         atomic.Int64
@@ -787,7 +790,11 @@ func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now t
 				continue
 			}
 			rec = engine.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
-			err := p.eng.Apply(&rec, now)
+			apply := (*engine.Partition).Apply
+			if c.applyRecord != nil {
+				apply = c.applyRecord
+			}
+			err := apply(p.eng, &rec, now)
 			if errors.Is(err, rules.ErrSchemaUnavailable) {
 				// Hold the topic-partition here: nothing after this record
 				// is applied before it, and holdWaiting rewinds to it.

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/rules"
 )
@@ -213,5 +214,54 @@ func TestStateMovesWithThePartitionThroughTheChangelog(t *testing.T) {
 			}
 		}
 		store.Close()
+	}
+}
+
+// TestPanicMidApplyRebuildsThePartitionAndDeadLettersTheRecord: a record
+// whose evaluation panics after it changed state (PanicError) must not
+// crash the member nor leave its half-applied effects: the partition is
+// rebuilt from durable state, the poll's other records applied again, and
+// the record dead-lettered with reason panic.
+func TestPanicMidApplyRebuildsThePartitionAndDeadLettersTheRecord(t *testing.T) {
+	brokers := fakeCluster(t)
+	rs := exampleRule(t)
+	store := openStore(t)
+	pay := func(id string) string {
+		return `{"event_id":"e-` + id + `","payment_id":"` + id + `","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`
+	}
+	produce(t, brokers,
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(pay("p1"))},
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(pay("poison"))},
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(pay("p3"))},
+		&kgo.Record{Topic: "ledger", Partition: 0, Value: []byte(`{"entry_id":"l1","payment_id":"p1","account_id":"a1","amount_cents":100,"occurred_at":"2026-11-20T09:00:01Z"}`)},
+	)
+	c, err := New(context.Background(), Config{Brokers: brokers, Group: "gpanic", TickInterval: 50 * time.Millisecond}, rs, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	panics := 0
+	c.applyRecord = func(p *engine.Partition, rec *engine.Record, now time.Time) error {
+		err := p.Apply(rec, now)
+		if strings.Contains(string(rec.Value), "poison") {
+			// Its effects are in the engine's state now, as they would be
+			// after a panic half-way through.
+			panics++
+			return &engine.PanicError{Value: "injected"}
+		}
+		return err
+	}
+	runUntil(t, c, func(s Stats) bool { return s.Records == 4 && s.CaughtUp && s.Durable })
+	s := c.Stats()
+	c.Close()
+	if panics != 1 {
+		t.Fatalf("the poison record was applied %d times after its panic, want once", panics)
+	}
+	// p3 waits for its ledger entry; p1 has one; the poison's half-applied
+	// expectation is gone with the rebuild.
+	if s.DeadLetters != 1 || s.Pending != 1 {
+		t.Fatalf("stats %+v: want 1 dead letter and 1 pending expectation (p3)", s)
+	}
+	if off, _ := store.AppliedOffset("payments", 0); off != 2 {
+		t.Fatalf("applied offset %d, want 2", off)
 	}
 }
