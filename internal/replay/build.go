@@ -180,6 +180,16 @@ func (r *runner) ruleResult(rule *rules.Rule, findings []report.Finding, checked
 		}
 	}
 	rr.EntitiesViolating, rr.Customers = len(violating), len(customers)
+	if rr.EntitiesChecked > 0 {
+		rr.ErrorRatio = float64(rr.EntitiesViolating) / float64(rr.EntitiesChecked)
+	}
+	if rule.Objective > 0 {
+		rr.Objective = rule.Objective
+		rr.Budget = report.BudgetWithin
+		if rr.ErrorRatio > 1-rule.Objective {
+			rr.Budget = report.BudgetExhausted
+		}
+	}
 	rr.OpenImpact, rr.TotalImpact = unit.Round(rr.OpenImpact), unit.Round(rr.TotalImpact)
 	switch {
 	case rr.Open > 0 && unit.Counted:

@@ -144,6 +144,21 @@ func TestReplayFindsTheTruthInTheWindow(t *testing.T) {
 		if r.JudgedThrough.Before(f.to.Add(time.Duration(r.Reach))) {
 			t.Errorf("%s judged only through %s", r.Name, r.JudgedThrough)
 		}
+		// The incident window is judged against each rule's objective too:
+		// its share of violating entities spends far more than a 0.1 % (or
+		// smaller) budget.
+		ratio := float64(r.EntitiesViolating) / float64(r.EntitiesChecked)
+		if r.Objective == 0 || r.ErrorRatio != ratio {
+			t.Errorf("%s: objective %v, error ratio %v, want the rule's objective and %v", r.Name, r.Objective, r.ErrorRatio, ratio)
+		}
+		want := report.BudgetWithin
+		if ratio > 1-r.Objective {
+			want = report.BudgetExhausted
+		}
+		if r.Budget != want || (r.EntitiesViolating > 0 && r.Objective >= 0.99 && ratio > 0.01 && r.Budget != report.BudgetExhausted) {
+			t.Errorf("%s: %d of %d entities violating against %v: %q", r.Name, r.EntitiesViolating, r.EntitiesChecked, r.Objective, r.Budget)
+		}
+		t.Logf("%-42s %4d of %5d entities violating (%.2f %%) against %v: %s", r.Name, r.EntitiesViolating, r.EntitiesChecked, ratio*100, r.Objective, r.Budget)
 	}
 	if rep.OutsideWindow.BeforeWindow == 0 || rep.OutsideWindow.AfterWindow == 0 {
 		t.Errorf("outside the window: %+v; the incident extends on both sides", rep.OutsideWindow)

@@ -18,6 +18,7 @@ var htmlSource string
 var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ts":      ts,
 	"impact":  impact,
+	"budget":  budget,
 	"amounts": amounts,
 	"limit":   limit,
 	"join":    strings.Join,

@@ -24,11 +24,11 @@ func Markdown(w io.Writer, r *Report) error {
 		ts(r.Window.ReadFrom), r.Window.LeadIn, until, r.Window.Horizon, ts(r.Window.FinalClock))
 
 	p.f("## Verdict per rule\n\n")
-	p.f("| rule | kind | version | verdict | checked | violating | open | resolved | open impact | customers | judged through | reasons |\n")
-	p.f("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
+	p.f("| rule | kind | version | verdict | objective | checked | violating | open | resolved | open impact | customers | judged through | reasons |\n")
+	p.f("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, rule := range r.Rules {
-		p.f("| %s | %s | `%s` | **%s** | %d | %d | %d | %d | %s | %d | %s | %s |\n", md(rule.Name), rule.Kind, rule.Version, rule.Verdict,
-			rule.EntitiesChecked, rule.EntitiesViolating, rule.Open, rule.Resolved, impact(rule.Unit(), rule.OpenImpact),
+		p.f("| %s | %s | `%s` | **%s** | %s | %d | %d | %d | %d | %s | %d | %s | %s |\n", md(rule.Name), rule.Kind, rule.Version, rule.Verdict,
+			budget(rule), rule.EntitiesChecked, rule.EntitiesViolating, rule.Open, rule.Resolved, impact(rule.Unit(), rule.OpenImpact),
 			rule.Customers, ts(rule.JudgedThrough), md(strings.Join(rule.Reasons, "; ")))
 	}
 
@@ -158,4 +158,17 @@ func limit(rate float64) string {
 		return "none"
 	}
 	return strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
+}
+
+// budget says how the window's error ratio stands against the rule's
+// objective: "0.40 % of 99.9 %: budget exhausted", or "none".
+func budget(r Rule) string {
+	if r.Objective <= 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%s failing, objective %s: %s", percent(r.ErrorRatio), percent(r.Objective), r.Budget)
+}
+
+func percent(x float64) string {
+	return strconv.FormatFloat(x*100, 'g', 4, 64) + " %"
 }

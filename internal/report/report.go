@@ -26,6 +26,10 @@ const FormatVersion = 1
 
 // Verdicts of a rule and of the whole report.
 const (
+	// BudgetWithin and BudgetExhausted judge a window's error ratio against
+	// a rule's objective, beside its zero-violation verdict.
+	BudgetWithin    = "within budget"
+	BudgetExhausted = "budget exhausted"
 	// Pass means every partition the rule reads was fully covered and no
 	// finding of the rule is still open.
 	Pass = "pass"
@@ -156,6 +160,13 @@ type Rule struct {
 	// the window; EntitiesViolating those with a finding.
 	EntitiesChecked   int `json:"entities_checked"`
 	EntitiesViolating int `json:"entities_violating"`
+	// Objective is the rule's objective (0: none). The window is judged
+	// against it too: ErrorRatio is the entities with a finding over the
+	// entities checked, and Budget says whether that stays inside the error
+	// budget 1 − Objective (BudgetWithin) or not (BudgetExhausted).
+	Objective  float64 `json:"objective,omitempty"`
+	ErrorRatio float64 `json:"error_ratio"`
+	Budget     string  `json:"budget,omitempty"`
 	// Open and Resolved count findings by state at the end.
 	Open     int `json:"open"`
 	Resolved int `json:"resolved"`
