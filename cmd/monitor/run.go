@@ -96,6 +96,7 @@ func runCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Alertmanager.URLs, "alertmanager.url", nil, "Alertmanager base URL; repeat for HA")
 	f.DurationVar(&cfg.Alertmanager.ResendInterval, "alertmanager.resend-interval", cfg.Alertmanager.ResendInterval, "re-send period of firing alerts")
 	f.StringSliceVar(&cfg.SchemaRegistry.URLs, "schema-registry.url", nil, "Schema Registry base URL (Apicurio: .../apis/ccompat/v7); repeat for fallbacks")
+	f.StringVar(&cfg.SLO.PrometheusURL, "slo.prometheus-url", "", "Prometheus evaluating the generated SLO rules; /api/v1/rules shows each rule's remaining budget and burn rate from it")
 	return cmd
 }
 
@@ -132,4 +133,5 @@ func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
 	set("alertmanager.url", func() { dst.Alertmanager.URLs = flags.Alertmanager.URLs })
 	set("alertmanager.resend-interval", func() { dst.Alertmanager.ResendInterval = flags.Alertmanager.ResendInterval })
 	set("schema-registry.url", func() { dst.SchemaRegistry.URLs = flags.SchemaRegistry.URLs })
+	set("slo.prometheus-url", func() { dst.SLO.PrometheusURL = flags.SLO.PrometheusURL })
 }

@@ -39,6 +39,8 @@ type Config struct {
 	// SchemaRegistry is where streams in avro, protobuf or json_schema
 	// format find their schemas. Default none (JSON streams only).
 	SchemaRegistry SchemaRegistry `yaml:"schema_registry"`
+	// SLO says where error budgets are read from.
+	SLO SLO `yaml:"slo"`
 }
 
 // SchemaRegistry configures the Schema Registry client. Its HTTP settings
@@ -67,6 +69,15 @@ type EventTime struct {
 	// MaxFuture, when positive, also rejects event times further than this
 	// ahead of the monitor's clock. Default 0 (off).
 	MaxFuture time.Duration `yaml:"max_future"`
+}
+
+// SLO configures where the rules' error budgets are read from.
+type SLO struct {
+	// PrometheusURL is the Prometheus that evaluates the rules `monitor slo
+	// rules` generates; GET /api/v1/rules reads each rule's remaining budget
+	// and burn rate from it. Default none: the API shows objectives and
+	// budgets only.
+	PrometheusURL string `yaml:"prometheus_url"`
 }
 
 // Kafka configures the cluster connection and the consumer group.

@@ -30,6 +30,7 @@ import (
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/server"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 	"github.com/invmon/invmon/internal/webserve"
 )
@@ -218,7 +219,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		return nil, err
 	}
 	if cfg.HTTP.Listen != "" {
-		if err := m.listen(cfg.HTTP); err != nil {
+		if err := m.listen(cfg.HTTP, cfg.SLO); err != nil {
 			return nil, err
 		}
 	}
@@ -228,7 +229,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 // listen binds the HTTP listener and wraps every route of internal/server in
 // the web configuration's TLS and authentication (only the health checks may
 // stay open), so a route added there is protected like the others.
-func (m *Monitor) listen(cfg config.HTTP) error {
+func (m *Monitor) listen(cfg config.HTTP, sloCfg config.SLO) error {
 	var open []string
 	if cfg.OpenHealthChecks {
 		open = []string{"/healthz", "/readyz"}
@@ -236,6 +237,9 @@ func (m *Monitor) listen(cfg config.HTTP) error {
 	handler := server.New(server.Sources{
 		Store: m.store, Rules: m.Rules, Ready: m.ready, NotReady: m.notReady, Gatherer: m.reg,
 		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
+		SLO: func(ctx context.Context) map[string]slo.Status {
+			return slo.Statuses(ctx, m.Rules(), sloCfg.PrometheusURL, nil)
+		},
 	})
 	var err error
 	m.web, err = webserve.New(handler, webserve.Options{

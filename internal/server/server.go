@@ -3,6 +3,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -36,6 +38,9 @@ type Sources struct {
 	// customer= and key= take the plain id (or its HMAC token). Nil serves
 	// violations as stored.
 	Minimize *privacy.Minimizer
+	// SLO, when set, returns the error budget of every rule with an
+	// objective, by rule name.
+	SLO func(ctx context.Context) map[string]slo.Status
 }
 
 // New returns the monitor's HTTP handler.
@@ -151,19 +156,29 @@ type RuleInfo struct {
 	Labels      map[string]string `json:"labels"`
 	Annotations map[string]string `json:"annotations"`
 	File        string            `json:"file"`
+	// SLO is the rule's objective and error budget; absent for a rule
+	// without an objective.
+	SLO *slo.Status `json:"slo,omitempty"`
 }
 
-func (s Sources) rules(w http.ResponseWriter, _ *http.Request) {
+func (s Sources) rules(w http.ResponseWriter, r *http.Request) {
 	rs := s.Rules()
 	out := struct {
 		Version string     `json:"version"`
 		Rules   []RuleInfo `json:"rules"`
 	}{Version: rs.Version, Rules: []RuleInfo{}}
+	var budgets map[string]slo.Status
+	if s.SLO != nil {
+		budgets = s.SLO(r.Context())
+	}
 	for _, r := range rs.Rules {
 		info := RuleInfo{Name: r.Name, Kind: r.Kind, Version: r.Version, Description: r.Description,
 			Labels: r.Labels, Annotations: r.Annotations, File: r.Pos.String()}
 		for _, st := range r.Streams() {
 			info.Streams = append(info.Streams, st.Name)
+		}
+		if b, ok := budgets[r.Name]; ok {
+			info.SLO = &b
 		}
 		out.Rules = append(out.Rules, info)
 	}
