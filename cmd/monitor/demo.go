@@ -61,6 +61,18 @@ func printDemo(res *demo.Result) {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\t\n", n, s.Injected, s.Found, s.Missed, s.FalsePositives, s.ResolvedFound, s.ResolvedExpected, open)
 	}
 	_ = w.Flush()
+	fmt.Println("\nSLI counters (invmon_checks_total, invmon_violations_total) against the simulator's counts:")
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "rule\tchecks\texpected\tviolations\texpected\terror ratio\t")
+	for _, n := range names {
+		c := res.Checks[n]
+		ratio := 0.0
+		if c.Counted > 0 {
+			ratio = float64(c.Violations) / float64(c.Counted)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%.3f %%\t\n", n, c.Counted, c.Expected, c.Violations, c.ViolationsTruth, ratio*100)
+	}
+	_ = w.Flush()
 	traps := make([]string, 0, len(res.Traps))
 	for k := range res.Traps {
 		traps = append(traps, k)

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -72,6 +74,10 @@ type Options struct {
 	// SchemaRegistry is the registry's URL; required with Format avro or
 	// protobuf.
 	SchemaRegistry string
+	// HTTPListen is the monitor's HTTP address. Default "127.0.0.1:0" (a
+	// free port); a test whose Prometheus scrapes the monitor from the start
+	// fixes it.
+	HTTPListen string
 	// Logger. Default no-op.
 	Logger *zap.Logger
 	// Progress, when set, receives one line per phase.
@@ -126,8 +132,20 @@ type Result struct {
 	BlindAfter []string `json:"blind_at_end,omitempty"`
 	// Open is, per rule, what is still open at the end: what its alert and
 	// the console show.
-	Open    map[string]Open `json:"open"`
-	Elapsed time.Duration   `json:"-"`
+	Open map[string]Open `json:"open"`
+	// Checks is, per rule, the checks and violations the monitor counted
+	// (invmon_checks_total, invmon_violations_total) beside the simulator's
+	// counts.
+	Checks  map[string]Checks `json:"checks"`
+	Elapsed time.Duration     `json:"-"`
+}
+
+// Checks compares one rule's SLI counters with the ground truth.
+type Checks struct {
+	Counted         int `json:"counted"`
+	Expected        int `json:"expected"`
+	Violations      int `json:"violations"`
+	ViolationsTruth int `json:"violations_expected"`
 }
 
 // Open is one rule's open violations at the end of the demo.
@@ -256,6 +274,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	cfg.Kafka.Group = o.TopicPrefix + "invmon-demo"
 	// The verdict is read back through the HTTP API, as a user would.
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	if o.HTTPListen != "" {
+		cfg.HTTP.Listen = o.HTTPListen
+	}
 	cfg.Alertmanager.URLs = o.AlertmanagerURLs
 	dir, err := os.MkdirTemp("", "invmon-demo-")
 	if err != nil {
@@ -348,6 +369,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	found, err := fetchViolations(ctx, m.HTTPAddr())
+	var counted map[string][2]int
+	if err == nil {
+		counted, err = fetchSLICounters(ctx, m.HTTPAddr())
+	}
 	if err == nil && o.Inspect != nil {
 		err = o.Inspect(ctx, m.HTTPAddr())
 	}
@@ -374,6 +399,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.WallDelays = delays(found, func(v violation.Violation) time.Duration { return v.DetectedAt.Sub(v.Deadline) })
 	}
 	res.Open = openSummary(rs, found)
+	res.Checks = map[string]Checks{}
+	for _, r := range rs.Rules {
+		c := Checks{Counted: counted[r.Name][0], Violations: counted[r.Name][1], Expected: ds.Truth.Checks[r.Name]}
+		for _, v := range ds.Truth.Violations {
+			if v.Rule == r.Name {
+				c.ViolationsTruth++
+			}
+		}
+		res.Checks[r.Name] = c
+	}
 	res.DeadLetters = m.Stats().DeadLetters
 	res.DLQTopic = cfg.Kafka.Group + ".dlq"
 	if len(poisoned) > 0 {
@@ -548,4 +583,43 @@ func EncodeEvents(enc *schema.Encoder, events []sim.Event) error {
 		events[i].Value = b
 	}
 	return nil
+}
+
+// fetchSLICounters scrapes the monitor's /metrics, as Prometheus would, and
+// returns per rule invmon_checks_total and invmon_violations_total.
+func fetchSLICounters(ctx context.Context, addr string) (map[string][2]int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	out := map[string][2]int{}
+	for i, name := range []string{"invmon_checks_total", "invmon_violations_total"} {
+		f := families[name]
+		if f == nil {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "rule" {
+					c := out[l.GetValue()]
+					c[i] += int(m.GetCounter().GetValue())
+					out[l.GetValue()] = c
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -30,6 +30,16 @@ func TestDemoMatchesGroundTruth(t *testing.T) {
 					t.Errorf("%s: clean traffic injected %d", rule, s.Injected)
 				}
 			}
+			// The SLI counters the monitor exports equal the simulator's
+			// counts, read from /metrics as Prometheus reads them.
+			if len(res.Checks) != 5 {
+				t.Errorf("checks for %d rules, want 5", len(res.Checks))
+			}
+			for rule, c := range res.Checks {
+				if c.Counted != c.Expected || c.Violations != c.ViolationsTruth || c.Expected == 0 {
+					t.Errorf("%s: SLI counters %+v differ from the simulator's", rule, c)
+				}
+			}
 			if scenario == "friday-rollback" && (len(res.Rules) != 5 || resolved == 0) {
 				t.Errorf("want all five example rules scored and some late repairs; got %d rules, %d resolved", len(res.Rules), resolved)
 			}

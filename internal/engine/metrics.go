@@ -11,7 +11,7 @@ type Metrics struct {
 	DecodeErrors   *prometheus.CounterVec
 	// Checks counts, per rule, the verdicts a rule reached: the SLI's
 	// denominator, with Violations its numerator. What one check is depends
-	// on the kind (see docs/slo.md): a trigger judged (absence), a distinct
+	// on the kind (see docs/rules.md, "Objectives"): a trigger judged (absence), a distinct
 	// event (unique), a transition applied (transition), a deadline reached
 	// or made moot by a newer event (state).
 	Checks *prometheus.CounterVec
