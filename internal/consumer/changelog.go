@@ -45,6 +45,37 @@ func (c *Consumer) ensureChangelog(ctx context.Context, details kadm.TopicDetail
 	return nil
 }
 
+// changelogEnd returns the end offset of the changelog's partition id. A
+// changelog topic created a moment ago may not list every partition yet
+// (brokers learn of new partitions asynchronously), so a missing partition or
+// an unknown-partition error is retried for up to ten seconds.
+func (c *Consumer) changelogEnd(ctx context.Context, id int32) (kadm.ListedOffset, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ends, err := c.adm.ListEndOffsets(ctx, c.changelogTopic())
+		if err != nil {
+			return kadm.ListedOffset{}, fmt.Errorf("changelog end offsets: %w", err)
+		}
+		end, ok := ends.Lookup(c.changelogTopic(), id)
+		if ok && end.Err == nil {
+			return end, nil
+		}
+		transient := !ok || errors.Is(end.Err, kerr.UnknownTopicOrPartition) || errors.Is(end.Err, kerr.NotLeaderForPartition) ||
+			errors.Is(end.Err, kerr.LeaderNotAvailable)
+		if !transient || time.Now().After(deadline) {
+			if !ok {
+				return kadm.ListedOffset{}, fmt.Errorf("changelog partition %d: not listed by the brokers", id)
+			}
+			return kadm.ListedOffset{}, fmt.Errorf("changelog partition %d: %w", id, end.Err)
+		}
+		select {
+		case <-ctx.Done():
+			return kadm.ListedOffset{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // changelogRecords renders one partition's delta and applied offsets.
 func (c *Consumer) changelogRecords(p int32, d *engine.Delta, offsets map[string]int64) []*kgo.Record {
 	out := make([]*kgo.Record, 0, len(d.Ops)+len(offsets))
@@ -69,13 +100,9 @@ func (c *Consumer) changelogRecords(p int32, d *engine.Delta, offsets map[string
 // restore rebuilds partition id from the changelog unless the local state
 // already reflects the changelog's end.
 func (c *Consumer) restore(ctx context.Context, id int32) error {
-	ends, err := c.adm.ListEndOffsets(ctx, c.changelogTopic())
+	end, err := c.changelogEnd(ctx, id)
 	if err != nil {
-		return fmt.Errorf("changelog end offsets: %w", err)
-	}
-	end, ok := ends.Lookup(c.changelogTopic(), id)
-	if !ok || end.Err != nil {
-		return fmt.Errorf("changelog partition %d: %v", id, end.Err)
+		return err
 	}
 	local, err := c.store.ChangelogOffset(id)
 	if err != nil {

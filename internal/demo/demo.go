@@ -5,6 +5,7 @@ package demo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -292,10 +293,21 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- m.Run(runCtx) }()
+	// The scenario is produced and awaited under live, which ends as soon as
+	// the monitor stops: a monitor that failed must not leave the demo
+	// producing and waiting for the whole run.
+	live, liveStop := context.WithCancel(ctx)
+	defer liveStop()
+	go func() {
+		err := m.Run(runCtx)
+		liveStop()
+		done <- err
+	}()
 	fail := func(err error) (*Result, error) {
 		stop()
-		<-done
+		if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
+			return nil, fmt.Errorf("monitor stopped: %w", rerr)
+		}
 		return nil, err
 	}
 
@@ -321,7 +333,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return fail(err)
 			}
 		}
-		if err := produce(ctx, producer, phase); err != nil {
+		if err := produce(live, producer, phase); err != nil {
 			return fail(err)
 		}
 		produced += len(phase)
@@ -329,13 +341,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if i == len(phases)-1 {
 			break
 		}
-		if err := waitRead(ctx, m, int64(produced)); err != nil {
+		if err := waitRead(live, m, int64(produced)); err != nil {
 			return fail(err)
 		}
 		if i == 1 && !ds.StallFrom.IsZero() {
 			// Payments went on while the ledger stalled: the monitor must say
 			// it is blind, page about it, and judge nothing meanwhile.
-			if err := waitBlind(ctx, m, sim.TopicLedger); err != nil {
+			if err := waitBlind(live, m, sim.TopicLedger); err != nil {
 				return fail(err)
 			}
 			for _, s := range m.BlindStreams() {
@@ -360,7 +372,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Live && len(ds.Events) > 0 {
 		target = ds.Events[len(ds.Events)-1].Time.Add(40 * time.Second)
 	}
-	if err := waitSettled(ctx, m, int64(len(ds.Events)), target); err != nil {
+	if err := waitSettled(live, m, int64(len(ds.Events)), target); err != nil {
 		return fail(err)
 	}
 	if len(o.AlertmanagerURLs) > 0 {
