@@ -45,12 +45,15 @@ func (c *Consumer) ensureChangelog(ctx context.Context, details kadm.TopicDetail
 	return nil
 }
 
-// changelogEnd returns the end offset of the changelog's partition id. A
-// changelog topic created a moment ago may not list every partition yet
-// (brokers learn of new partitions asynchronously), so a missing partition or
-// an unknown-partition error is retried for up to ten seconds.
+// changelogEnd returns the end offset of the changelog's partition id. The
+// changelog may have fewer partitions than the inputs: it was created while
+// the input topics, themselves just created, were not yet visible with all
+// their partitions. Then it is grown to the inputs' count. A partition the
+// brokers do not list yet (they learn of new partitions asynchronously) is
+// retried for up to ten seconds.
 func (c *Consumer) changelogEnd(ctx context.Context, id int32) (kadm.ListedOffset, error) {
 	deadline := time.Now().Add(10 * time.Second)
+	grown := false
 	for {
 		ends, err := c.adm.ListEndOffsets(ctx, c.changelogTopic())
 		if err != nil {
@@ -59,6 +62,12 @@ func (c *Consumer) changelogEnd(ctx context.Context, id int32) (kadm.ListedOffse
 		end, ok := ends.Lookup(c.changelogTopic(), id)
 		if ok && end.Err == nil {
 			return end, nil
+		}
+		if !ok && !grown {
+			grown = true
+			if err := c.growChangelog(ctx, id+1); err != nil {
+				return kadm.ListedOffset{}, err
+			}
 		}
 		transient := !ok || errors.Is(end.Err, kerr.UnknownTopicOrPartition) || errors.Is(end.Err, kerr.NotLeaderForPartition) ||
 			errors.Is(end.Err, kerr.LeaderNotAvailable)
@@ -74,6 +83,38 @@ func (c *Consumer) changelogEnd(ctx context.Context, id int32) (kadm.ListedOffse
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// growChangelog gives the changelog topic as many partitions as the widest
+// input topic, and at least min.
+func (c *Consumer) growChangelog(ctx context.Context, min int32) error {
+	details, err := c.adm.ListTopics(ctx, append([]string{c.changelogTopic()}, c.topics...)...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	want := min
+	for _, t := range c.topics {
+		if d, ok := details[t]; ok && d.Err == nil {
+			want = max(want, int32(len(d.Partitions)))
+		}
+	}
+	d, ok := details[c.changelogTopic()]
+	if !ok || d.Err != nil || int32(len(d.Partitions)) >= want {
+		return nil // not visible yet, or wide enough: the retry will tell
+	}
+	c.log.Warn("the changelog topic has fewer partitions than the inputs; adding them",
+		zap.String("topic", c.changelogTopic()), zap.Int("partitions", len(d.Partitions)), zap.Int32("inputs", want))
+	resp, err := c.adm.UpdatePartitions(ctx, int(want), c.changelogTopic())
+	if err == nil {
+		var r kadm.CreatePartitionsResponse
+		if r, err = resp.On(c.changelogTopic(), nil); err == nil {
+			err = r.Err
+		}
+	}
+	if err != nil && !errors.Is(err, kerr.InvalidPartitions) {
+		return fmt.Errorf("grow changelog topic %q to %d partitions: %w", c.changelogTopic(), want, err)
+	}
+	return nil
 }
 
 // changelogRecords renders one partition's delta and applied offsets.

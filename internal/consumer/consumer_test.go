@@ -265,3 +265,34 @@ func TestPanicMidApplyRebuildsThePartitionAndDeadLettersTheRecord(t *testing.T) 
 		t.Fatalf("applied offset %d, want 2", off)
 	}
 }
+
+// A changelog topic created while the input topics were not yet visible with
+// all their partitions (they had just been created) has too few partitions.
+// The member grows it to the inputs' count instead of failing to restore
+// "changelog partition 1".
+func TestNarrowChangelogIsGrownToTheInputs(t *testing.T) {
+	brokers := fakeCluster(t)
+	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	if _, err := kadm.NewClient(adm).CreateTopic(context.Background(), 1, -1, nil, "narrow.changelog"); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, brokers, &kgo.Record{Topic: "payments", Partition: 1, Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)})
+	cfg := Config{Brokers: brokers, Group: "narrow", TickInterval: 50 * time.Millisecond, Changelog: true}
+	c, err := New(context.Background(), cfg, exampleRule(t), openStore(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runUntil(t, c, func(s Stats) bool { return s.CaughtUp && s.Partitions == 2 && s.Pending == 1 })
+	details, err := kadm.NewClient(adm).ListTopics(context.Background(), "narrow.changelog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(details["narrow.changelog"].Partitions); n != 2 {
+		t.Fatalf("changelog has %d partitions, want the inputs' 2", n)
+	}
+}
