@@ -108,6 +108,17 @@ func runOracle(t *testing.T, brokers string, c oracleCase, format, registry stri
 			t.Errorf("%s: the incident injected nothing", rule)
 		}
 	}
+	// The SLI counters are exact: checks and violations per rule, as
+	// scraped from /metrics, equal the simulator's counts.
+	for rule, n := range res.Checks {
+		t.Logf("%-42s checks %6d (truth %6d) violations %4d (truth %4d)", rule, n.Counted, n.Expected, n.Violations, n.ViolationsTruth)
+		if n.Counted != n.Expected || n.Violations != n.ViolationsTruth {
+			t.Errorf("%s: SLI counters %+v differ from the simulator's", rule, n)
+		}
+	}
+	if len(res.Checks) != 5 {
+		t.Errorf("SLI counters for %d rules, want 5", len(res.Checks))
+	}
 }
 
 // TestLiveDetectionDelay produces an incident as it happens (event time is
