@@ -34,7 +34,7 @@ func rulesCmd() *cobra.Command {
 			}
 			checked := ""
 			if len(registry) > 0 && len(rs.SchemaStreams()) > 0 {
-				reg, err := monitor.NewRegistry(promconfig.DefaultHTTPClientConfig, registry, nil)
+				reg, err := monitor.NewRegistry(promconfig.DefaultHTTPClientConfig, registry, nil, "")
 				if err != nil {
 					return err
 				}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -133,7 +134,13 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	}, []string{"rule", "stream"})
 	m.broken = map[string]bool{}
 	m.reg.MustRegister(m.ruleBroken)
-	if m.registry, err = NewRegistry(cfg.SchemaRegistry.HTTP, cfg.SchemaRegistry.URLs, m.reg); err != nil {
+	// Fetched schemas are kept beside the state that holds values written
+	// under them, so a restart reads that state without the registry.
+	schemaCache := filepath.Join(cfg.StateDir, "schema-cache")
+	if opts.InMemoryState {
+		schemaCache = ""
+	}
+	if m.registry, err = NewRegistry(cfg.SchemaRegistry.HTTP, cfg.SchemaRegistry.URLs, m.reg, schemaCache); err != nil {
 		return nil, err
 	}
 	if err := m.bindSchemas(ctx, rs); err != nil {

@@ -23,8 +23,9 @@ import (
 const RuleBrokenAlert = "InvariantRuleBroken"
 
 // NewRegistry builds the Schema Registry client of a configuration; nil when
-// none is configured. reg receives its metrics (nil: none).
-func NewRegistry(cfg promconfig.HTTPClientConfig, urls []string, reg prometheus.Registerer) (*schema.Registry, error) {
+// none is configured. reg receives its metrics (nil: none); cacheDir, when
+// set, keeps fetched schemas on disk (see schema.Config.CacheDir).
+func NewRegistry(cfg promconfig.HTTPClientConfig, urls []string, reg prometheus.Registerer, cacheDir string) (*schema.Registry, error) {
 	if len(urls) == 0 {
 		return nil, nil
 	}
@@ -33,7 +34,7 @@ func NewRegistry(cfg promconfig.HTTPClientConfig, urls []string, reg prometheus.
 		return nil, fmt.Errorf("schema_registry: %w", err)
 	}
 	hc.Timeout = 10 * time.Second
-	return schema.New(schema.Config{URLs: urls, HTTPClient: hc, Registerer: reg})
+	return schema.New(schema.Config{URLs: urls, HTTPClient: hc, Registerer: reg, CacheDir: cacheDir})
 }
 
 // bindSchemas gives rs the registry's decoders and type-checks it against

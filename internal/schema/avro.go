@@ -24,8 +24,8 @@ var avroAPI = avro.Config{}.Freeze()
 func newAvro(text string, refs []reference) (*avroDecoder, error) {
 	cache := &avro.SchemaCache{}
 	for _, ref := range refs {
-		if _, err := avro.ParseWithCache(ref.text, "", cache); err != nil {
-			return nil, fmt.Errorf("avro reference %q: %w", ref.name, err)
+		if _, err := avro.ParseWithCache(ref.Text, "", cache); err != nil {
+			return nil, fmt.Errorf("avro reference %q: %w", ref.Name, err)
 		}
 	}
 	s, err := avro.ParseWithCache(text, "", cache)

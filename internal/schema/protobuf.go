@@ -31,7 +31,7 @@ const mainProto = "invmon-registered-schema.proto"
 func newProtobuf(text string, refs []reference) (*protoDecoder, error) {
 	files := map[string]string{mainProto: text}
 	for _, r := range refs {
-		files[r.name] = r.text
+		files[r.Name] = r.Text
 	}
 	return compileProto(files, mainProto)
 }

@@ -12,10 +12,15 @@ package schema
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -61,13 +66,20 @@ type Config struct {
 	HTTPClient *http.Client
 	// Registerer receives the registry metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// CacheDir, when set, keeps every schema fetched (with its references)
+	// on disk, per registry, and reads it from there first: a schema id
+	// never changes meaning, and a restarted monitor then decodes the
+	// values in its state (lookups, pending state checks) without the
+	// registry. Default none.
+	CacheDir string
 }
 
 // Registry fetches schemas by id, caches them for good (a schema id never
 // changes meaning), and decodes values with them. It is safe for concurrent
 // use.
 type Registry struct {
-	cl *sr.Client
+	cl       *sr.Client
+	cacheDir string
 
 	mu    sync.Mutex
 	cache map[int]*cached
@@ -112,9 +124,10 @@ func New(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("schema registry client: %w", err)
 	}
 	r := &Registry{
-		cl:    cl,
-		cache: map[int]*cached{},
-		seen:  map[topicID]bool{},
+		cl:       cl,
+		cacheDir: cacheDirOf(cfg),
+		cache:    map[int]*cached{},
+		seen:     map[topicID]bool{},
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_schema_fetches_total", Help: "Schemas fetched from the Schema Registry, by result (ok, not_found, unavailable).",
 		}, []string{"result"}),
@@ -235,6 +248,12 @@ func isPoison(err error) bool {
 }
 
 func (r *Registry) fetch(ctx context.Context, id int) (valueDecoder, error) {
+	if stored, ok := r.readCache(id); ok {
+		if dec, err := build(stored); err == nil {
+			r.fetches.WithLabelValues("disk").Inc()
+			return dec, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	s, err := r.cl.SchemaByID(ctx, id)
@@ -246,7 +265,11 @@ func (r *Registry) fetch(ctx context.Context, id int) (valueDecoder, error) {
 		r.fetches.WithLabelValues("unavailable").Inc()
 		return nil, fmt.Errorf("fetch schema id %d: %w: %w", id, rules.ErrSchemaUnavailable, err)
 	}
-	dec, err := r.compile(ctx, s)
+	resolved, err := r.resolve(ctx, s)
+	var dec valueDecoder
+	if err == nil {
+		dec, err = build(resolved)
+	}
 	if err != nil {
 		if isPoison(err) || !errors.Is(err, rules.ErrSchemaUnavailable) {
 			r.fetches.WithLabelValues("not_found").Inc()
@@ -255,6 +278,7 @@ func (r *Registry) fetch(ctx context.Context, id int) (valueDecoder, error) {
 		r.fetches.WithLabelValues("unavailable").Inc()
 		return nil, err
 	}
+	r.writeCache(id, resolved)
 	r.fetches.WithLabelValues("ok").Inc()
 	return dec, nil
 }
@@ -273,19 +297,36 @@ func notFound(err error) bool {
 // compile builds the decoder of a registered schema, fetching its
 // references.
 func (r *Registry) compile(ctx context.Context, s sr.Schema) (valueDecoder, error) {
+	resolved, err := r.resolve(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return build(resolved)
+}
+
+// resolved is a schema with the texts of everything it references: all a
+// decoder is built from, and what the disk cache keeps.
+type resolved struct {
+	Type       sr.SchemaType `json:"type"`
+	Schema     string        `json:"schema"`
+	References []reference   `json:"references,omitempty"`
+}
+
+// resolve fetches the references of s.
+func (r *Registry) resolve(ctx context.Context, s sr.Schema) (resolved, error) {
+	refs, err := r.references(ctx, s.References, map[string]bool{})
+	if err != nil {
+		return resolved{}, err
+	}
+	return resolved{Type: s.Type, Schema: s.Schema, References: refs}, nil
+}
+
+func build(s resolved) (valueDecoder, error) {
 	switch s.Type {
 	case sr.TypeAvro:
-		refs, err := r.references(ctx, s.References, map[string]bool{})
-		if err != nil {
-			return nil, err
-		}
-		return newAvro(s.Schema, refs)
+		return newAvro(s.Schema, s.References)
 	case sr.TypeProtobuf:
-		refs, err := r.references(ctx, s.References, map[string]bool{})
-		if err != nil {
-			return nil, err
-		}
-		return newProtobuf(s.Schema, refs)
+		return newProtobuf(s.Schema, s.References)
 	case sr.TypeJSON:
 		return jsonSchema{}, nil
 	}
@@ -295,7 +336,8 @@ func (r *Registry) compile(ctx context.Context, s sr.Schema) (valueDecoder, erro
 // reference is one referenced schema, by the name the referring schema
 // uses for it (an import path for Protobuf, a type name for Avro).
 type reference struct {
-	name, text string
+	Name string `json:"name"`
+	Text string `json:"text"`
 }
 
 // references fetches refs and, depth first, what they reference.
@@ -318,7 +360,7 @@ func (r *Registry) references(ctx context.Context, refs []sr.SchemaReference, se
 			return nil, err
 		}
 		out = append(out, deeper...)
-		out = append(out, reference{name: ref.Name, text: ss.Schema.Schema})
+		out = append(out, reference{Name: ref.Name, Text: ss.Schema.Schema})
 	}
 	return out, nil
 }
@@ -375,4 +417,52 @@ func IsUnavailable(err error) bool {
 	}
 	var re *sr.ResponseError
 	return errors.As(err, &re) && re.StatusCode >= 500
+}
+
+// cacheDirOf is the disk cache of one registry: ids are per registry, so
+// the directory is named after the first URL.
+func cacheDirOf(cfg Config) string {
+	if cfg.CacheDir == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(cfg.URLs[0]))
+	return filepath.Join(cfg.CacheDir, hex.EncodeToString(sum[:6]))
+}
+
+func (r *Registry) cachePath(id int) string {
+	return filepath.Join(r.cacheDir, strconv.Itoa(id)+".json")
+}
+
+func (r *Registry) readCache(id int) (resolved, bool) {
+	if r.cacheDir == "" {
+		return resolved{}, false
+	}
+	b, err := os.ReadFile(r.cachePath(id))
+	if err != nil {
+		return resolved{}, false
+	}
+	var s resolved
+	if err := json.Unmarshal(b, &s); err != nil {
+		return resolved{}, false
+	}
+	return s, true
+}
+
+// writeCache keeps s on disk; a failure only costs a fetch after restart.
+func (r *Registry) writeCache(id int, s resolved) {
+	if r.cacheDir == "" {
+		return
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return
+	}
+	if err := os.MkdirAll(r.cacheDir, 0o755); err != nil {
+		return
+	}
+	tmp := r.cachePath(id) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return
+	}
+	_ = os.Rename(tmp, r.cachePath(id))
 }

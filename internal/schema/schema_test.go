@@ -145,6 +145,33 @@ func TestRegistry(t *testing.T) {
 		if _, err := r.Formats()[rules.FormatAvro].DecodeValue("ledger", value); err != nil {
 			t.Errorf("registry back: %v", err)
 		}
+
+		// A schema fetched once is kept on disk: a restarted monitor decodes
+		// what its state holds while the registry is down.
+		dir := t.TempDir()
+		first, err := schema.New(schema.Config{URLs: []string{reg.URL()}, CacheDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.Formats()[rules.FormatAvro].DecodeValue("ledger", value); err != nil {
+			t.Fatal(err)
+		}
+		reg.Stop()
+		defer reg.Start()
+		restarted, err := schema.New(schema.Config{URLs: []string{reg.URL()}, CacheDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := restarted.Formats()[rules.FormatAvro].DecodeValue("ledger", value); err != nil {
+			t.Errorf("registry down, schema on disk: %v", err)
+		}
+		uncached, err := schema.New(schema.Config{URLs: []string{reg.URL()}, CacheDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := uncached.Formats()[rules.FormatAvro].DecodeValue("ledger", value); !errors.Is(err, rules.ErrSchemaUnavailable) {
+			t.Errorf("registry down, nothing on disk: got %v; want ErrSchemaUnavailable", err)
+		}
 	})
 }
 
