@@ -156,3 +156,35 @@ func TestHardenedExampleLoads(t *testing.T) {
 		t.Errorf("privacy %+v: want hmac identifiers and impact bands", cfg.Privacy)
 	}
 }
+
+func TestSchemaRegistryHTTPClientSettings(t *testing.T) {
+	p := write(t, `kafka: {brokers: [k:9092]}
+rule_files: [r.yaml]
+schema_registry:
+  urls: [https://registry.example.com/apis/ccompat/v7]
+  basic_auth: {username: invmon, password_file: registry.pw}
+  tls_config: {ca_file: ca.pem}
+`)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := cfg.SchemaRegistry
+	dir := filepath.Dir(p)
+	if len(sr.URLs) != 1 || sr.HTTP.BasicAuth == nil || sr.HTTP.BasicAuth.Username != "invmon" ||
+		sr.HTTP.BasicAuth.PasswordFile != filepath.Join(dir, "registry.pw") || sr.HTTP.TLSConfig.CAFile != filepath.Join(dir, "ca.pem") {
+		t.Fatalf("schema_registry %+v; want the URL, basic auth and *_file paths relative to the config file", sr)
+	}
+	if !sr.HTTP.FollowRedirects {
+		t.Error("an unset follow_redirects must keep Prometheus's default (true)")
+	}
+	// Two kinds of credentials at once is Prometheus's own validation error.
+	_, err = Load(write(t, `schema_registry:
+  urls: [http://r]
+  basic_auth: {username: u, password: p}
+  authorization: {credentials: t}
+`))
+	if err == nil || !strings.Contains(err.Error(), "schema_registry") {
+		t.Fatalf("basic_auth and authorization together: %v", err)
+	}
+}
