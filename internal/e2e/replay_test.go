@@ -28,6 +28,7 @@ import (
 
 	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/kafkatest"
+	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/replay/replaytest"
 	"github.com/invmon/invmon/internal/report"
 	"github.com/invmon/invmon/internal/sim"
@@ -406,6 +407,17 @@ func TestReplayOnRealBroker(t *testing.T) {
 
 	// 5: the HTML report renders in headless Chromium.
 	renderInChromium(t, filepath.Join(r.dir, "after", report.HTMLFile))
+	// No figure a person reads has more decimals than its unit (USD: 2).
+	notFigures := regexp.MustCompile(`(?s)\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?Z?|<svg.*?</svg>|<style.*?</style>|read in [\d.]+s`)
+	for _, f := range []string{report.HTMLFile, report.MDFile} {
+		b, err := os.ReadFile(filepath.Join(r.dir, "after", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad := quantity.ExcessDecimals(notFigures.ReplaceAllString(string(b), ""), 2); len(bad) > 0 {
+			t.Errorf("%s shows figures with more than the unit's 2 decimals: %v", f, bad)
+		}
+	}
 
 	// 4: records deleted from one payments partition, past the window's start.
 	tp := r.prefix + sim.TopicPayments

@@ -264,4 +264,3 @@ func assignment(adm *kadm.Client, group string) (map[string][]int32, string) {
 	}
 	return out, g.State
 }
-

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 var t0 = time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
@@ -210,6 +212,54 @@ func TestReplayReportChartTicks(t *testing.T) {
 	} {
 		if got := ticks(c.max); !slices.Equal(got, c.want) {
 			t.Errorf("ticks(%v) = %v, want %v", c.max, got, c.want)
+		}
+	}
+}
+
+// Amounts in different units are never summed: the chart draws and states
+// the cumulative impact per unit, a rule without impact.value contributes
+// no amount, and no figure carries more decimals than its unit.
+func TestImpactPerUnit(t *testing.T) {
+	r := sample()
+	r.Rules = []Rule{
+		{Name: "a_rule", Kind: "absence", Version: "v1", ImpactUnit: "USD", Verdict: Fail, Open: 2, OpenImpact: 0.30},
+		{Name: "b_rule", Kind: "state", Version: "v1", ImpactUnit: "JPY", Verdict: Fail, Open: 1, OpenImpact: 1234567},
+		{Name: "c_rule", Kind: "unique", Version: "v1", ImpactCounted: true, Verdict: Fail, Open: 1, OpenImpact: 1},
+	}
+	r.Findings = []Finding{
+		finding("a_rule", "p1", "open", time.Minute, 0.1),
+		finding("a_rule", "p2", "open", 2*time.Minute, 0.2),
+		finding("b_rule", "s1", "open", 3*time.Minute, 1234567.4),
+		finding("c_rule", "d1", "open", 4*time.Minute, 1),
+	}
+	r.Customers = []Customer{{Customer: "acct-x", Findings: 3, Open: 3, Impacts: []Amount{{Unit: "USD", Open: 0.3, Total: 0.3}, {Unit: "JPY", Open: 1234567, Total: 1234567}}}}
+	c := timeline(r)
+	if got, want := strings.Join(c.Totals, "; "), "0.30 USD of all findings, 0.30 USD still open; 1,234,567 JPY of all findings, 1,234,567 JPY still open"; got != want {
+		t.Errorf("totals %q, want %q", got, want)
+	}
+	if len(c.Lines) != 4 {
+		t.Errorf("%d impact lines, want one pair per unit (4)", len(c.Lines))
+	}
+	var md, page bytes.Buffer
+	if err := Markdown(&md, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := HTML(&page, r); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"markdown": md.String(), "html": page.String()} {
+		for _, want := range []string{"0.30 USD", "1,234,567 JPY", "0.30 USD; 1,234,567 JPY"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s has no %q", name, want)
+			}
+		}
+		// Figures only: timestamps and the SVG's coordinates are not read as amounts.
+		figures := regexp.MustCompile(`(?s)\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?Z?|<svg.*?</svg>|points="[^"]*"`).ReplaceAllString(text, "")
+		if bad := quantity.ExcessDecimals(figures, 2); len(bad) > 0 {
+			t.Errorf("%s has figures with more than 2 decimals: %v", name, bad)
+		}
+		if strings.Contains(text, "1234567.7") || strings.Contains(text, "1,234,567.70") {
+			t.Errorf("%s sums USD and JPY", name)
 		}
 	}
 }
