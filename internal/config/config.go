@@ -105,7 +105,8 @@ type Kafka struct {
 	// ProduceTimeout bounds how long a batch waits for the brokers to
 	// acknowledge its dead letters and changelog records. Past it the member
 	// stops with an error, commits nothing after its last durable batch and
-	// exits non-zero, so a restart re-reads the batch. Default 30s.
+	// exits non-zero, so a restart re-reads the batch. Default 2m (a broker
+	// restart is ridden out, as with Kafka's delivery.timeout.ms).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
 	TLS            TLS           `yaml:"tls"`
 	SASL           SASL          `yaml:"sasl"`
@@ -303,7 +304,7 @@ func (a Alertmanager) validate() error {
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 30 * time.Second},
+		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute},
 		StateDir: "./invmon-state",
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,

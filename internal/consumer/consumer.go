@@ -59,7 +59,8 @@ type Config struct {
 	// ProduceTimeout bounds how long a batch waits for the brokers to
 	// acknowledge its dead letters, changelog and feed records; past it the
 	// batch fails and Run returns the error, committing nothing after the
-	// last durable batch. Default 30s.
+	// last durable batch. Default 2m, as Kafka's delivery.timeout.ms: a broker
+	// restart is ridden out.
 	ProduceTimeout time.Duration
 	// TimeBounds are the event times the engines accept; a record outside
 	// them is a dead letter with reason bad_time. Default
@@ -98,7 +99,7 @@ func (c Config) withDefaults() Config {
 		c.TickInterval = time.Second
 	}
 	if c.ProduceTimeout == 0 {
-		c.ProduceTimeout = 30 * time.Second
+		c.ProduceTimeout = 2 * time.Minute
 	}
 	if c.Now == nil {
 		c.Now = time.Now
