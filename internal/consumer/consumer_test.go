@@ -143,22 +143,30 @@ func TestPoisonRecordsGoToDeadLetterTopicAndOffsetsFollowState(t *testing.T) {
 
 // TestRestartSkipsAppliedRecords reopens the consumer over the same state
 // after the group's offsets were lost: records at or below the applied
-// offset must not be applied again.
+// offset must not be applied again. A redelivered trigger would leave the
+// state as it is (the engine drops a known event id), so the input also
+// holds a malformed record: applied again, it would be dead-lettered again.
 func TestRestartSkipsAppliedRecords(t *testing.T) {
 	brokers := fakeCluster(t)
 	rs := exampleRule(t)
 	store := openStore(t)
-	produce(t, brokers, &kgo.Record{Topic: "payments", Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)})
+	produce(t, brokers,
+		&kgo.Record{Topic: "payments", Value: []byte(`{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`)},
+		&kgo.Record{Topic: "payments", Value: []byte(`{"event_id":`)})
 	for i, group := range []string{"first", "second"} {
 		c, err := New(context.Background(), Config{Brokers: brokers, Group: group, TickInterval: 50 * time.Millisecond}, rs, store, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		runUntil(t, c, func(s Stats) bool { return s.Records == 1 && s.CaughtUp })
-		if s := c.Stats(); s.Pending != 1 {
-			t.Fatalf("run %d: pending %d, want 1 (state applied once)", i, s.Pending)
+		runUntil(t, c, func(s Stats) bool { return s.Records == 2 && s.CaughtUp })
+		wantDLQ := int64(1 - i) // the first run dead-letters it; the second skips it
+		if s := c.Stats(); s.Pending != 1 || s.DeadLetters != wantDLQ {
+			t.Fatalf("run %d: pending %d, dead letters %d; want 1 and %d (each record applied once)", i, s.Pending, s.DeadLetters, wantDLQ)
 		}
 		c.Close()
+		if off, _ := store.AppliedOffset("payments", 0); off != 1 {
+			t.Fatalf("run %d: applied offset %d, want 1", i, off)
+		}
 	}
 }
 
