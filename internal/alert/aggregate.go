@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"regexp"
 	"strconv"
 	"strings"
 	"text/template"
+
+	"github.com/prometheus/common/model"
 
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/quantity"
@@ -183,17 +184,16 @@ func orDash(s string) string {
 	return s
 }
 
-// labelNameRE is Alertmanager's (legacy) label name syntax; it rejects a
-// whole batch's invalid alerts with 400, so names are checked up front.
-var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-
 // reservedLabels are set by the manager and may not be overridden by a
 // rule's static labels: they are the alert's identity.
 var reservedLabels = map[string]bool{"alertname": true, "severity": true}
 
 func checkLabels(labels map[string]string, reserved map[string]bool) error {
 	for k := range labels {
-		if !labelNameRE.MatchString(k) {
+		// Alertmanager's (legacy) label name syntax: it rejects a whole
+		// batch's alerts with 400 for one bad name, so names are checked
+		// up front.
+		if !model.LegacyValidation.IsValidLabelName(k) {
 			return fmt.Errorf("label name %q is not valid (want [a-zA-Z_][a-zA-Z0-9_]*)", k)
 		}
 		if reserved[k] {

@@ -179,14 +179,14 @@ func ruleTopics(r *rules.Rule) []string {
 }
 
 // ParseTime reads a time flag: RFC 3339 (`2026-11-20T09:00:00Z`, fractions
-// allowed), `now`, or `now` minus a Go duration (`now-2h`), relative to now.
+// allowed), `now`, or `now` minus a duration as rule files write it (`now-2h`, `now-1d`), relative to now.
 func ParseTime(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "now":
 		return now, nil
 	case strings.HasPrefix(s, "now-"):
-		d, err := time.ParseDuration(s[len("now-"):])
+		d, err := rules.ParseDuration(s[len("now-"):])
 		if err != nil {
 			return time.Time{}, fmt.Errorf("time %q: %w", s, err)
 		}

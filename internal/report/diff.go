@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -124,7 +125,7 @@ func Compare(a, b *Report) *Diff {
 	for _, r := range b.Rules {
 		names[r.Name] = true
 	}
-	for _, n := range sortedKeys(names) {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		rc := RuleChange{Rule: n, Before: Absent, After: Absent}
 		ra, rb := a.RuleNamed(n), b.RuleNamed(n)
 		if ra != nil {
@@ -175,15 +176,6 @@ func sortItems(list []DiffItem) {
 		}
 		return a.TriggerEventID < b.TriggerEventID
 	})
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Text writes the diff for a terminal: a summary line, the verdicts, and

@@ -5,7 +5,9 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
 
@@ -250,3 +252,13 @@ func nodeKind(n *yaml.Node) string {
 }
 
 func reflectTypeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
+
+// ParseDuration reads a duration as every file and flag of the monitor
+// writes it: Prometheus's syntax, a number and a unit from ms, s, m, h, d, w
+// and y, units combined largest first (1d, 1h30m, 250ms; 0 without a
+// unit). Rule files, rule test files and time flags share it so that a
+// duration valid in one is valid in all.
+func ParseDuration(s string) (time.Duration, error) {
+	d, err := model.ParseDuration(s)
+	return time.Duration(d), err
+}

@@ -88,7 +88,7 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 		if at.Line == 0 {
 			at = Pos{File: c.file, Line: r.line, Column: r.column}
 		}
-		if !ruleNameRE.MatchString(n) || n == "event" || n == "record" {
+		if !validName(n) || n == "event" || n == "record" {
 			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("lookup %q: name must be an identifier other than event and record", n)))
 			continue
 		}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -347,10 +346,11 @@ type loader struct {
 	streamNodes map[string]*yaml.Node
 }
 
-var (
-	ruleNameRE  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-	labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
-)
+// validName reports whether s is a valid Prometheus label name in the
+// legacy syntax [a-zA-Z_][a-zA-Z0-9_]*: rule names become the alertname
+// label and metric label values, lookup names CEL identifiers, and
+// Alertmanager rejects a whole batch for one bad label name.
+func validName(s string) bool { return model.LegacyValidation.IsValidLabelName(s) }
 
 func (l *loader) file(name string, src []byte) {
 	if len(src) > MaxFileBytes {
@@ -421,12 +421,12 @@ func (l *loader) duration(c *compiler, s Scalar, ctx errCtx, what string, def ti
 		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), what+": expected a duration such as 30s"))
 		return def
 	}
-	d, err := model.ParseDuration(s.Value)
+	d, err := ParseDuration(s.Value)
 	if err != nil {
 		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), fmt.Sprintf("%s: bad duration %q (use a number and a unit: ms, s, m, h, d, w)", what, s.Value)))
 		return def
 	}
-	return time.Duration(d)
+	return d
 }
 
 func (l *loader) required(c *compiler, s Scalar, at Pos, ctx errCtx, what string) bool {
@@ -495,7 +495,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	if !l.required(c, r.Name, at, ctx, "name") {
 		return
 	}
-	if !ruleNameRE.MatchString(r.Name.Value) {
+	if !validName(r.Name.Value) {
 		l.errs = append(l.errs, ctx.at(c.pos(r.Name, 1, 0), "name must match [a-zA-Z_][a-zA-Z0-9_]* (it becomes the alertname)"))
 	}
 	if prev, ok := l.ruleAt[r.Name.Value]; ok {
@@ -520,7 +520,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 	sort.Strings(labels)
 	for _, k := range labels {
 		v := r.Labels[k]
-		if !labelNameRE.MatchString(k) || k == "alertname" || k == "severity" {
+		if !validName(k) || k == "alertname" || k == "severity" {
 			p := c.pos(v, 1, 0)
 			if p.Line == 0 {
 				p = at // a null value has no position of its own
@@ -661,7 +661,7 @@ func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence
 	a.Expect, es = l.side(c, r.Expect, at, ctx, "expect")
 	if l.required(c, r.Within, at, ctx, "within") {
 		a.Within = l.duration(c, r.Within, ctx, "within", 0)
-		if _, err := model.ParseDuration(r.Within.Value); err == nil && a.Within <= 0 {
+		if _, err := ParseDuration(r.Within.Value); err == nil && a.Within <= 0 {
 			l.errs = append(l.errs, ctx.at(c.pos(r.Within, 1, 0), "within must be positive"))
 		}
 	}
@@ -771,7 +771,7 @@ func (l *loader) objective(c *compiler, r *ruleSpec, rule *Rule, ctx errCtx) {
 	}
 	w := l.duration(c, r.SLOWindow, ctx, "slo_window", DefaultSLOWindow)
 	if w < time.Hour {
-		if _, err := model.ParseDuration(r.SLOWindow.Value); err == nil {
+		if _, err := ParseDuration(r.SLOWindow.Value); err == nil {
 			l.errs = append(l.errs, ctx.at(c.pos(r.SLOWindow, 1, 0), fmt.Sprintf("slo_window %s is too short: an error budget is spent over days or weeks (such as 28d)", r.SLOWindow.Value)))
 		}
 		w = DefaultSLOWindow

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -84,7 +86,7 @@ func (rs *RuleSet) TypeCheck(types map[string]EventType) Errors {
 			envs[envKey] = env
 		}
 		var sources []string
-		for _, n := range sortedKeys(vars) {
+		for _, n := range slices.Sorted(maps.Keys(vars)) {
 			if t, ok := types[vars[n].Name]; ok {
 				sources = append(sources, fmt.Sprintf("%s: %s", n, t.Source))
 			}
@@ -130,7 +132,7 @@ func (rs *RuleSet) BrokenRules(errs Errors) []string {
 			}
 		}
 	}
-	return sortedKeys(set)
+	return slices.Sorted(maps.Keys(set))
 }
 
 func typedEnv(vars map[string]*Stream, types map[string]EventType) (*cel.Env, error) {
@@ -140,7 +142,7 @@ func typedEnv(vars map[string]*Stream, types map[string]EventType) (*cel.Env, er
 		cel.OptionalTypes(),
 	}
 	seen := map[string]bool{}
-	for _, n := range sortedKeys(vars) {
+	for _, n := range slices.Sorted(maps.Keys(vars)) {
 		t, ok := types[vars[n].Name]
 		if !ok {
 			opts = append(opts, cel.Variable(n, cel.MapType(cel.StringType, cel.DynType)))
@@ -157,19 +159,10 @@ func typedEnv(vars map[string]*Stream, types map[string]EventType) (*cel.Env, er
 
 func envKeyOf(vars map[string]*Stream) string {
 	var b strings.Builder
-	for _, n := range sortedKeys(vars) {
+	for _, n := range slices.Sorted(maps.Keys(vars)) {
 		b.WriteString(n + "=" + vars[n].Name + ";")
 	}
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // BindFormats gives the rule set the decoders of the formats its streams

@@ -60,8 +60,8 @@ type (
 //	        violations: [{rule: captured_payment_has_ledger_entry, key: p1, state: open}]
 //	        dead_letters: 0
 //
-// In `value` and `raw` strings, ${t}, ${t+D} and ${t-D} (D a Go duration
-// such as 30s, 1m30s or 250ms) become the RFC 3339 time start+D, and $${
+// In `value` and `raw` strings, ${t}, ${t+D} and ${t-D} (D a duration
+// such as 30s, 1m30s, 250ms or 1d, as in rule files) become the RFC 3339 time start+D, and $${
 // is a literal "${".
 type File struct {
 	// Path is the test file's name as given.
@@ -473,20 +473,21 @@ func (d *decoder) scalar(n *yaml.Node, what string) (string, bool) {
 	return n.Value, true
 }
 
-// duration reads a non-negative Go duration (30s, 1m30s, 250ms). Clock times
-// are offsets from the start, so a test never spells out a timestamp.
+// duration reads a duration as rule files write it (30s, 1m30s, 250ms, 1d).
+// Clock times are offsets from the start, so a test never spells out a
+// timestamp.
 func (d *decoder) duration(n *yaml.Node, what string) (time.Duration, bool) {
 	s, ok := d.scalar(n, what)
 	if !ok {
 		return 0, false
 	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		d.errorf(n, "%s: bad duration %q (a number and a unit, such as 40s, 1m30s or 250ms)", what, s)
+	if strings.HasPrefix(s, "-") {
+		d.errorf(n, "%s: %s is negative: clock times count from the test's start", what, s)
 		return 0, false
 	}
-	if v < 0 {
-		d.errorf(n, "%s: %s is negative: clock times count from the test's start", what, s)
+	v, err := rules.ParseDuration(s)
+	if err != nil {
+		d.errorf(n, "%s: bad duration %q (a number and a unit from ms, s, m, h, d, w, such as 40s, 1m30s or 1d)", what, s)
 		return 0, false
 	}
 	return v, true
@@ -700,9 +701,9 @@ func (d *decoder) clockTime(expr string) (time.Time, error) {
 	default:
 		return time.Time{}, fmt.Errorf("want t, t+D or t-D (D a duration such as 30s)")
 	}
-	off, err := time.ParseDuration(rest[1:])
-	if err != nil || off < 0 {
-		return time.Time{}, fmt.Errorf("bad duration %q (such as 30s, 1m30s or 250ms)", rest[1:])
+	off, err := rules.ParseDuration(rest[1:])
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad duration %q (such as 30s, 1m30s or 1d)", rest[1:])
 	}
 	return d.start.Add(sign * off), nil
 }

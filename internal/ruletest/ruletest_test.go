@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -214,5 +215,19 @@ func TestRuleFileErrorsAreReported(t *testing.T) {
 	}
 	if _, err := f.Run(); err == nil || !strings.Contains(err.Error(), "testdata/x_test.yml:1:13: rule_files: read rule file") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestDurationsAreWrittenAsInRuleFiles: a rule says `within: 1d`, so its
+// test can put a record a day later with the same spelling.
+func TestDurationsAreWrittenAsInRuleFiles(t *testing.T) {
+	src := "rule_files: [r.yaml]\nstart: 2026-03-01T00:00:00Z\nevaluation_interval: 1h\ntests:\n  - name: a\n    input:\n      - {topic: x, at: 1d, raw: '${t+1d12h}'}\n    eval: [{at: 1w}]\n"
+	f, err := Parse("t.yml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, ev := f.Tests[0].Input[0], f.Tests[0].Eval[0]
+	if in.At != 24*time.Hour || ev.At != 7*24*time.Hour || f.EvaluationInterval != time.Hour || string(in.Value) != "2026-03-02T12:00:00Z" {
+		t.Fatalf("at %s, eval at %s, interval %s, value %s", in.At, ev.At, f.EvaluationInterval, in.Value)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -77,13 +78,13 @@ func (f *File) check(rs *rules.RuleSet) error {
 	for _, t := range f.Tests {
 		for _, in := range t.Input {
 			if !topics[in.Topic] {
-				errs = append(errs, &Error{Pos: in.Pos, Message: fmt.Sprintf("input: no stream of the rule files reads topic %q (topics: %s)", in.Topic, strings.Join(sortedKeys(topics), ", "))})
+				errs = append(errs, &Error{Pos: in.Pos, Message: fmt.Sprintf("input: no stream of the rule files reads topic %q (topics: %s)", in.Topic, strings.Join(slices.Sorted(maps.Keys(topics)), ", "))})
 			}
 		}
 		for _, e := range t.Eval {
 			for _, v := range e.Violations {
 				if !names[v.Rule] {
-					errs = append(errs, &Error{Pos: v.Pos, Message: fmt.Sprintf("violation: the rule files have no rule %q (rules: %s)", v.Rule, strings.Join(sortedKeys(names), ", "))})
+					errs = append(errs, &Error{Pos: v.Pos, Message: fmt.Sprintf("violation: the rule files have no rule %q (rules: %s)", v.Rule, strings.Join(slices.Sorted(maps.Keys(names)), ", "))})
 				}
 			}
 		}
@@ -357,13 +358,4 @@ func indent(s, prefix string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
