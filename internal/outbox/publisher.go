@@ -123,25 +123,40 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
 		}
-		for {
-			n, err := p.publishBatch(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				// The outbox keeps the batch; it goes out with the next try.
-				p.log.Warn("publish violations", zap.Error(err))
-				break
+		if ctx.Err() != nil {
+			// A graceful stop publishes what is already decided, so a
+			// reader of the topic need not wait for the next start. What
+			// does not go out in time stays in the outbox for that start.
+			dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+			defer cancel()
+			if err := p.drain(dctx); err != nil {
+				p.log.Warn("publish violations at shutdown; they go out at the next start", zap.Error(err))
 			}
-			if n < p.cfg.Batch {
-				break
-			}
+			return nil
+		}
+		if err := p.drain(ctx); err != nil && ctx.Err() == nil {
+			// The outbox keeps the batch; it goes out with the next try.
+			p.log.Warn("publish violations", zap.Error(err))
+		}
+	}
+}
+
+// drainTimeout bounds the last publication at shutdown.
+const drainTimeout = 5 * time.Second
+
+// drain publishes batches until the outbox is empty or one fails.
+func (p *Publisher) drain(ctx context.Context) error {
+	for {
+		n, err := p.publishBatch(ctx)
+		if err != nil || n < p.cfg.Batch {
+			return err
 		}
 	}
 }

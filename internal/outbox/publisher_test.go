@@ -203,3 +203,29 @@ func TestRestartDropsWhatAWholeTransactionAlreadyPublished(t *testing.T) {
 		t.Fatalf("published %v, want only [opened v3]", got)
 	}
 }
+
+// TestGracefulStopPublishesWhatIsDecided decides a change while the
+// publisher waits for its next poll, then stops it: the change goes out
+// before Run returns.
+func TestGracefulStopPublishesWhatIsDecided(t *testing.T) {
+	brokers := newCluster(t)
+	s := openOutbox(t, t.TempDir())
+	decide(t, s, change("v1", violation.Open))
+	p, err := New(context.Background(), Config{Brokers: brokers, Topic: "violations", Interval: time.Hour}, s, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	stop := run(t, p)
+	// What waits at the start goes out at once, not after the interval.
+	if got := summary(readTopic(t, brokers, "violations", 1)); got != "map[v1:[opened]]" {
+		t.Fatalf("published %v at the start, want map[v1:[opened]]", got)
+	}
+	decide(t, s, change("v1", violation.Resolved))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := summary(readTopic(t, brokers, "violations", 2)); got != "map[v1:[opened resolved]]" {
+		t.Fatalf("published %v after a graceful stop, want map[v1:[opened resolved]]", got)
+	}
+}
