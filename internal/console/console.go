@@ -27,6 +27,7 @@ import (
 	"github.com/invmon/invmon/internal/buildinfo"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -60,6 +61,10 @@ func init() {
 		"span":    span,
 		// percent prints an objective as people write it: 99.9 %.
 		"percent": func(r float64) string { return strconv.FormatFloat(r*100, 'f', -1, 64) + " %" },
+		// share prints a ratio such as a remaining budget in whole percent.
+		"share": func(r *float64) string { return strconv.FormatFloat(*r*100, 'f', 0, 64) + " %" },
+		"rate":  func(r *float64) string { return strconv.FormatFloat(*r, 'f', 1, 64) + "×" },
+		"deref": func(r *float64) float64 { return *r },
 	}
 	for _, name := range []string{"overview", "rule", "violation", "error"} {
 		pages[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
@@ -130,6 +135,8 @@ type ruleRow struct {
 	HasWatermark   bool
 	Blind          []string
 	Objective      float64
+	// Budget is the rule's error budget, when it has an objective.
+	Budget *slo.Status
 }
 
 // topicLag is one topic's consumer lag.
@@ -195,6 +202,12 @@ func (s Sources) overview(w http.ResponseWriter, r *http.Request) {
 			customers[v.Rule][v.Customer] = true
 		}
 	}
+	for name, b := range s.budgets(r.Context()) {
+		if row := rows[name]; row != nil {
+			b := b
+			row.Budget = &b
+		}
+	}
 	sums := map[string]float64{}
 	var units []quantity.Unit
 	for _, row := range rows {
@@ -252,6 +265,7 @@ type rulePage struct {
 	From, To    int
 	Prev, Next  string
 	APIURL      string
+	Budget      *slo.Status
 }
 
 // filterForm holds a rule page's filters as submitted.
@@ -291,6 +305,9 @@ func (s Sources) rule(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, st := range rule.Streams() {
 		p.Streams = append(p.Streams, st.Name)
+	}
+	if b, ok := s.budgets(r.Context())[rule.Name]; ok {
+		p.Budget = &b
 	}
 	if len(pg.Violations) > 0 {
 		p.From, p.To = q.Offset+1, q.Offset+len(pg.Violations)

@@ -30,6 +30,7 @@ import (
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 	"github.com/invmon/invmon/internal/webserve"
 	examplerules "github.com/invmon/invmon/rules"
@@ -472,5 +473,42 @@ func TestConsoleSitsBehindTheAPIsAuth(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("GET %s with credentials: %s, want %d", path, resp.Status, want)
 		}
+	}
+}
+
+// The overview and a rule's page show a rule's error budget as the rules
+// API has it: the share left and the burn rate, or why they are unknown.
+func TestConsoleShowsErrorBudgets(t *testing.T) {
+	store, err := joinstate.Open(t.TempDir(), joinstate.Options{InMemory: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	names, sources, err := examplerules.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.Parse(names, sources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, burn := -0.126, 14.44
+	budgets := func(context.Context) map[string]slo.Status {
+		return map[string]slo.Status{
+			"captured_payment_has_ledger_entry": {Objective: 0.999, ErrorBudget: 0.001, BudgetRemaining: &left, BurnRate: &burn, Source: "prometheus"},
+			"no_duplicate_ledger_effect":        {Objective: 0.999, ErrorBudget: 0.001, Source: "unknown: set slo.prometheus_url"},
+		}
+	}
+	srv := httptest.NewServer(server.New(server.Sources{Store: store, Rules: func() *rules.RuleSet { return rs }, Ready: func() bool { return true },
+		Gatherer: prometheus.NewRegistry(), SLO: budgets}))
+	t.Cleanup(srv.Close)
+	overview := fetch(t, srv.URL+"/")
+	for _, want := range []string{">-13 %</span>", "burning 14.4×", "objective 99.9 %", "no objective"} {
+		if !strings.Contains(overview, want) {
+			t.Errorf("overview has no %q", want)
+		}
+	}
+	if got := textOf(t, fetch(t, srv.URL+"/rules/captured_payment_has_ledger_entry"), "budget"); got != "-13 % of the window's budget left, burning at 14.4× the sustainable rate" {
+		t.Errorf("rule page budget %q", got)
 	}
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"math"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/privacy"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -38,6 +40,17 @@ type Sources struct {
 	// (privacy settings); the overview's sums and the charts are
 	// aggregates and stay exact. Default nil: as stored.
 	Minimize *privacy.Minimizer
+	// SLO returns the error budget of every rule with an objective (as
+	// GET /api/v1/rules has it). Default nil: objectives only.
+	SLO func(ctx context.Context) map[string]slo.Status
+}
+
+// budgets returns the rules' error budgets, or none.
+func (s Sources) budgets(ctx context.Context) map[string]slo.Status {
+	if s.SLO == nil {
+		return nil
+	}
+	return s.SLO(ctx)
 }
 
 // page is one page of a filtered violation list.

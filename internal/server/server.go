@@ -69,7 +69,7 @@ func New(src Sources) http.Handler {
 	// The console for people, on the same mux: whatever wraps this handler
 	// (TLS, authentication) covers both.
 	console.Register(mux, console.Sources{Store: src.Store, Rules: src.Rules, Gatherer: src.Gatherer, Blind: src.Blind, Brokers: src.Brokers,
-		Minimize: src.Minimize})
+		Minimize: src.Minimize, SLO: src.SLO})
 	return mux
 }
 
