@@ -12,8 +12,8 @@ import (
 
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/privacy"
-	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 )
 
