@@ -2,10 +2,14 @@ package engine
 
 import (
 	"fmt"
+	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/invmon/invmon/internal/rules"
 )
@@ -206,4 +210,58 @@ func TestStateRuleJudgesTheStateAsOfTheDeadline(t *testing.T) {
 	h.send("entitlements", entitlement("s5", "active", "${+720h}", "${+1h2m}")) // inside the 5m grace
 	h.at(2 * time.Hour)
 	h.expect("active_subscription_has_valid_entitlement s4 resolved")
+}
+
+// flakyRegistry is a value format whose registry can be down: it reads JSON
+// values (standing in for a schema-framed format) and, while down, fails
+// every decode with rules.ErrSchemaUnavailable, as internal/schema does for
+// a schema id it has not fetched when the registry is unreachable.
+type flakyRegistry struct{ down bool }
+
+func (f *flakyRegistry) DecodeValue(topic string, value []byte) (rules.Fields, error) {
+	if f.down {
+		return nil, fmt.Errorf("fetch schema: %w", rules.ErrSchemaUnavailable)
+	}
+	var p fastjson.Parser
+	v, err := p.ParseBytes(value)
+	if err != nil {
+		return nil, err
+	}
+	return rules.JSONFields(v), nil
+}
+
+// A state check that comes due while the registry cannot serve its stored
+// event's schema (a restart during an outage) is judged once it can, never
+// dropped.
+func TestStateRuleWaitsForTheSchemaOfAStoredEvent(t *testing.T) {
+	names := []string{"../../rules/active_subscription_has_valid_entitlement.yaml"}
+	src, err := os.ReadFile(names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = regexp.MustCompile(`(?m)^(\s+)topic: (\S+)$`).ReplaceAll(src, []byte("${1}topic: ${2}\n${1}format: avro"))
+	rs, err := rules.Parse(names, map[string][]byte{names[0]: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &flakyRegistry{}
+	if err := rs.BindFormats(map[string]rules.ValueFormat{rules.FormatAvro: reg}); err != nil {
+		t.Fatal(err)
+	}
+	h := &kindHarness{t: t, rs: rs, snap: MemSnapshot{}, now: t0}
+	h.reload()
+	h.send("accounts", `{"account_id":"a1","tier":"pro","mrr_cents":10000}`)
+	h.send("entitlements", entitlement("s1", "active", "${+1h}", "${+0s}"))
+	h.at(time.Minute)
+	// Restart from the durable state while the registry is down.
+	reg.down = true
+	h.reload()
+	h.at(time.Hour + 6*time.Minute) // past expiry + 5m grace
+	h.expect()
+	if n := h.p.PendingCount(); n != 1 {
+		t.Fatalf("%d checks pending while the registry is down; want the one kept", n)
+	}
+	reg.down = false
+	h.at(time.Hour + 7*time.Minute)
+	h.expect("active_subscription_has_valid_entitlement s1 open")
 }

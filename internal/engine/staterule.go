@@ -3,6 +3,7 @@ package engine
 import (
 	"container/heap"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -191,6 +192,12 @@ func (s *stateRule) resolve(key string, by, now time.Time) {
 func (s *stateRule) advance(now time.Time) {
 	wm := s.computeWatermark(now)
 	for s.checks.Len() > 0 && s.checks[0].Deadline.Before(wm) {
+		if c := s.checks[0]; !c.done && s.schemaUnavailable(c.Raw) {
+			// The stored event's schema cannot be fetched now (a registry
+			// outage after a restart): judge it on a later tick rather
+			// than drop it.
+			break
+		}
 		c := heap.Pop(&s.checks).(*check)
 		if c.done {
 			continue
@@ -225,6 +232,16 @@ func (s *stateRule) evaluate(c *check, now time.Time) {
 			s.resolve(c.Key, latest.time, now)
 		}
 	}
+}
+
+// schemaUnavailable reports whether a stored event cannot be decoded now
+// because its schema cannot be fetched.
+func (s *stateRule) schemaUnavailable(raw []byte) bool {
+	if !s.dec.NeedsSchema(s.spec.On.Stream.Topic) {
+		return false // JSON: nothing to fetch
+	}
+	_, err := s.dec.Decode(s.spec.On.Stream.Topic, s.p.id, 0, nil, raw, time.Time{})
+	return errors.Is(err, rules.ErrSchemaUnavailable)
 }
 
 // holds evaluates the rule's filter and condition on a stored event.

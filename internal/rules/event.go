@@ -138,6 +138,10 @@ func (d *Decoder) Object(topic string, value []byte) (ref.Val, error) {
 	return jsonObject{v: v}, nil
 }
 
+// NeedsSchema reports whether topic's values are decoded with schemas from a
+// registry (and may therefore fail with ErrSchemaUnavailable).
+func (d *Decoder) NeedsSchema(topic string) bool { return d.formats[topic] != nil }
+
 // Fields returns the event's decoded value.
 func (e *Event) Fields() Fields { return e.fields }
 
