@@ -178,13 +178,17 @@ func replayLogger(level string, sink *replay.LogSink, terminal bool) (*zap.Logge
 func printReplay(r *report.Report, dir string) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "replay %s of %s to %s: %s\n", r.Run.ID, r.Window.From.Format(time.RFC3339), r.Window.To.Format(time.RFC3339), strings.ToUpper(r.Verdict))
-	fmt.Fprintln(w, "rule\tverdict\tchecked\tviolating\topen\tresolved\topen impact\treasons")
+	fmt.Fprintln(w, "rule\tverdict\tobjective\tchecked\tviolating\topen\tresolved\topen impact\treasons")
 	for _, rule := range r.Rules {
 		openImpact := "-"
 		if u := rule.Unit(); !u.Counted {
 			openImpact = u.Text(rule.OpenImpact)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", rule.Name, rule.Verdict, rule.EntitiesChecked, rule.EntitiesViolating,
+		budget := "-"
+		if rule.Objective > 0 {
+			budget = fmt.Sprintf("%.4g%% of %.4g%%: %s", rule.ErrorRatio*100, (1-rule.Objective)*100, rule.Budget)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", rule.Name, rule.Verdict, budget, rule.EntitiesChecked, rule.EntitiesViolating,
 			rule.Open, rule.Resolved, openImpact, strings.Join(rule.Reasons, "; "))
 	}
 	_ = w.Flush()
