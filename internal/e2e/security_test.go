@@ -21,6 +21,8 @@ import (
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/kafkatest"
+	"github.com/invmon/invmon/internal/replay/replaytest"
+	"github.com/invmon/invmon/internal/report"
 	"github.com/invmon/invmon/internal/sim"
 )
 
@@ -374,4 +376,62 @@ http: {listen: %q}
 	produce := producerTo(t, b.Addr(), prefix, "acct-7")
 	produce("payments", payment("pay-missing", time.Now()))
 	waitFor(t, within+20*time.Second, func() bool { return mon.violations(t)["pay-missing"] == "open" })
+}
+
+// TestReplayOverSASLSSL: `monitor replay` reads a past window over SASL_SSL
+// with the configuration's credentials (its admin and reader clients) and
+// finds the incident's violations in it.
+func TestReplayOverSASLSSL(t *testing.T) {
+	b := kafkatest.SecureKafka(t)
+	prefix := fmt.Sprintf("secreplay%d-", time.Now().UnixNano())
+	topics := make([]string, len(sim.Topics))
+	for i, tp := range sim.Topics {
+		topics[i] = prefix + tp
+	}
+	kafkatest.CreateTopics(t, b.Addr(), 2, topics...)
+	start := time.Now().Add(-3 * time.Hour).Truncate(time.Second).UTC()
+	const payments = 1500
+	ds, err := sim.Generate("friday-rollback", 11, sim.Options{Payments: payments, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := sim.Produce(context.Background(), cl, replaytest.Prefix(ds.Events, prefix)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules")
+	if err := os.Mkdir(rulesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "kafka-password")
+	if err := os.WriteFile(pw, []byte(b.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "monitor.yaml")
+	body := secureKafkaYAML(b, prefix+"group", pw, b.CA.CertFile) + fmt.Sprintf("state_dir: %s\nrule_files: [%q]\n",
+		filepath.Join(dir, "live-state"), replaytest.WriteRules(t, rulesDir, prefix))
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	span := time.Duration(payments) * 50 * time.Millisecond
+	from, to := start.Add(span*3/10), start.Add(span*7/10)
+	out, err := exec.Command(buildMonitor(t), "replay", "--config", cfg, "--report", filepath.Join(dir, "report"),
+		"--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano)).CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 2) {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	rep, err := report.Load(filepath.Join(dir, "report"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if rep.Verdict == report.Pass || len(rep.Findings) == 0 {
+		t.Fatalf("replay of the incident window over SASL_SSL: verdict %s, %d findings; want the incident's violations", rep.Verdict, len(rep.Findings))
+	}
+	t.Logf("replay over SASL_SSL: verdict %s, %d findings", rep.Verdict, len(rep.Findings))
 }
