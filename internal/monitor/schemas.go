@@ -22,19 +22,10 @@ import (
 // into the dead-letter topic one by one.
 const RuleBrokenAlert = "InvariantRuleBroken"
 
-// NewRegistry builds the Schema Registry client of a configuration; nil when
-// none is configured. reg receives its metrics (nil: none); cacheDir, when
-// set, keeps fetched schemas on disk (see schema.Config.CacheDir).
+// NewRegistry builds the Schema Registry client of a configuration; see
+// schema.NewFromHTTPConfig.
 func NewRegistry(cfg promconfig.HTTPClientConfig, urls []string, reg prometheus.Registerer, cacheDir string) (*schema.Registry, error) {
-	if len(urls) == 0 {
-		return nil, nil
-	}
-	hc, err := promconfig.NewClientFromConfig(cfg, "schema_registry")
-	if err != nil {
-		return nil, fmt.Errorf("schema_registry: %w", err)
-	}
-	hc.Timeout = 10 * time.Second
-	return schema.New(schema.Config{URLs: urls, HTTPClient: hc, Registerer: reg, CacheDir: cacheDir})
+	return schema.NewFromHTTPConfig(cfg, urls, reg, cacheDir)
 }
 
 // bindSchemas gives rs the registry's decoders and type-checks it against

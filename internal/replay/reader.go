@@ -7,11 +7,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/rules"
 )
 
 // Reading: one client consumes every planned topic-partition from its next
@@ -237,6 +239,9 @@ func (r *runner) drain(ctx context.Context) error {
 						s.emptySince = r.o.Now()
 					}
 				}
+				if err := r.waitForSchema(ctx, p, rec); err != nil {
+					return err
+				}
 				r.apply(p, s, rec)
 				s.settle()
 				progressed = true
@@ -296,6 +301,31 @@ func recordBefore(a, b *kgo.Record) bool {
 // apply feeds one record to the partition's engine on the event-time clock
 // and advances the watermarks, so a deadline is judged as soon as the
 // records read allow, with the clock of that moment.
+// waitForSchema returns once rec's value can be decoded or is poison: while
+// the Schema Registry cannot serve its schema, the replay waits and tries
+// again (250 ms growing to 5 s) rather than count the record as rejected.
+func (r *runner) waitForSchema(ctx context.Context, p *part, rec *kgo.Record) error {
+	var b *backoff.ExponentialBackOff
+	for {
+		_, err := p.dec.Decode(rec.Topic, rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Timestamp)
+		if !errors.Is(err, rules.ErrSchemaUnavailable) {
+			return nil
+		}
+		if b == nil {
+			b = backoff.NewExponentialBackOff()
+			b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+		}
+		wait := b.NextBackOff()
+		r.log.Warn("schema registry unavailable; waiting to read the record", zap.String("topic", rec.Topic),
+			zap.Int32("partition", rec.Partition), zap.Int64("offset", rec.Offset), zap.Duration("retry_in", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
 func (r *runner) apply(p *part, s *tpState, rec *kgo.Record) {
 	if r.readStart.IsZero() {
 		r.readStart = r.o.Now()

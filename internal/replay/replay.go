@@ -45,6 +45,7 @@ import (
 	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/report"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -148,6 +149,20 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	var formats map[string]rules.ValueFormat
+	if len(all.SchemaStreams()) > 0 {
+		// Avro, Protobuf and JSON Schema topics decode with the registry's
+		// schemas, cached beside the replay's own state.
+		reg, err := schema.NewFromHTTPConfig(o.Config.SchemaRegistry.HTTP, o.Config.SchemaRegistry.URLs, nil, filepath.Join(stateDir, "schema-cache"))
+		if err != nil {
+			return nil, err
+		}
+		if reg == nil {
+			return nil, fmt.Errorf("replay: stream %q reads format %s: configure schema_registry.urls", all.SchemaStreams()[0].Name, all.SchemaStreams()[0].Format)
+		}
+		defer reg.Close()
+		formats = reg.Formats()
+	}
 	kopts, err := kafkaconn.Options(o.Config.Kafka)
 	if err != nil {
 		return nil, err
@@ -176,6 +191,9 @@ func Run(ctx context.Context, o Options) (*report.Report, error) {
 	plan, rs, err := openPlan(ctx, o, adm, all, stateDir)
 	if err != nil {
 		return nil, err
+	}
+	if err := rs.BindFormats(formats); err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
 	}
 	if err := plan.save(stateDir); err != nil {
 		return nil, err

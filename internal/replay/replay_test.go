@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -12,14 +16,19 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 	"go.uber.org/goleak"
 
 	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/demo"
 	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/replay"
 	"github.com/invmon/invmon/internal/replay/replaytest"
 	"github.com/invmon/invmon/internal/report"
+	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/schema"
 	"github.com/invmon/invmon/internal/sim"
+	examplerules "github.com/invmon/invmon/rules"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,7 +42,9 @@ type fixture struct {
 	events   int
 }
 
-func newFixture(t *testing.T, payments int) *fixture {
+// newFixture produces the incident; encode, when given, re-encodes the
+// events before they are produced.
+func newFixture(t *testing.T, payments int, encode ...func([]sim.Event)) *fixture {
 	t.Helper()
 	topics := map[string]int32{}
 	for _, tp := range sim.Topics {
@@ -50,7 +61,13 @@ func newFixture(t *testing.T, payments int) *fixture {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if err := sim.Produce(context.Background(), cl, ds.Events); err != nil {
+	produced := ds.Events
+	for _, e := range encode {
+		// A copy: the truth is computed from the JSON events.
+		produced = slices.Clone(ds.Events)
+		e(produced)
+	}
+	if err := sim.Produce(context.Background(), cl, produced); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Defaults()
@@ -292,5 +309,52 @@ func TestReplaySelectRules(t *testing.T) {
 	o.Rules = []string{"no_such_rule"}
 	if _, err := replay.Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no_such_rule") {
 		t.Errorf("unknown rule: %v", err)
+	}
+}
+
+// TestReplayAvroFindsTheTruthInTheWindow replays the incident produced as
+// Avro, with the example schemas in a real Schema Registry, through the
+// same rule files with `format: avro`: the findings equal the JSON truth.
+func TestReplayAvroFindsTheTruthInTheWindow(t *testing.T) {
+	reg := kafkatest.StartSchemaRegistry(t)
+	f := newFixture(t, 1500, func(events []sim.Event) {
+		hc := &http.Client{}
+		defer hc.CloseIdleConnections()
+		cl, err := sr.NewClient(sr.URLs(reg.URL()), sr.HTTPClient(hc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, err := schema.RegisterSchemas(context.Background(), cl, rules.FormatAvro, examplerules.Schemas(), "", sim.Topics...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := demo.EncodeEvents(enc, events); err != nil {
+			t.Fatal(err)
+		}
+	})
+	files, err := filepath.Glob(f.cfg.RuleFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, demo.WithFormat(b, rules.FormatAvro), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.cfg.SchemaRegistry.URLs = []string{reg.URL()}
+	rep, err := replay.Run(context.Background(), f.options(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := findings(rep), truth(t, f)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || len(want) == 0 {
+		t.Fatalf("findings differ from the truth in the window\ngot  %d: %v\nwant %d: %v", len(got), got, len(want), want)
+	}
+	if len(rep.DeadLetters) > 0 {
+		t.Errorf("%d records rejected, the first: %+v", len(rep.DeadLetters), rep.DeadLetters[0])
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/common/config"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/invmon/invmon/internal/rules"
@@ -79,6 +80,7 @@ type Config struct {
 // use.
 type Registry struct {
 	cl       *sr.Client
+	hc       *http.Client
 	cacheDir string
 
 	mu    sync.Mutex
@@ -125,6 +127,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r := &Registry{
 		cl:       cl,
+		hc:       hc,
 		cacheDir: cacheDirOf(cfg),
 		cache:    map[int]*cached{},
 		seen:     map[topicID]bool{},
@@ -137,6 +140,27 @@ func New(cfg Config) (*Registry, error) {
 	}
 	return r, nil
 }
+
+// NewFromHTTPConfig builds a registry client from Prometheus's HTTP client
+// settings (TLS, basic auth, authorization, *_file secrets), as the
+// configuration's schema_registry block gives them; nil when urls is empty.
+// reg receives its metrics (nil: none); cacheDir, when set, keeps fetched
+// schemas on disk (see Config.CacheDir).
+func NewFromHTTPConfig(cfg promconfig.HTTPClientConfig, urls []string, reg prometheus.Registerer, cacheDir string) (*Registry, error) {
+	if len(urls) == 0 {
+		return nil, nil
+	}
+	hc, err := promconfig.NewClientFromConfig(cfg, "schema_registry")
+	if err != nil {
+		return nil, fmt.Errorf("schema_registry: %w", err)
+	}
+	hc.Timeout = 10 * time.Second
+	return New(Config{URLs: urls, HTTPClient: hc, Registerer: reg, CacheDir: cacheDir})
+}
+
+// Close releases the client's idle connections; the Registry must not be
+// used afterwards.
+func (r *Registry) Close() { r.hc.CloseIdleConnections() }
 
 // Client returns the underlying franz-go registry client.
 func (r *Registry) Client() *sr.Client { return r.cl }
