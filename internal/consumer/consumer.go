@@ -553,6 +553,11 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 			p.eng.SetCaughtUp(t, c.caughtUp(p, t))
 		}
 		p.eng.Advance(now)
+		// A failed state read leaves the batch unjudged: nothing of it may
+		// become durable, so the consumer stops and the records are re-read.
+		if err := p.eng.Err(); err != nil {
+			return fmt.Errorf("partition %d: %w", p.id, err)
+		}
 		d := p.eng.TakeDelta()
 		if d.Empty() && len(p.batch) == 0 {
 			continue

@@ -22,7 +22,8 @@ type evaluator interface {
 	extract(ev *rules.Event, ref *sideRef, m *match) error
 	apply(m *match, now time.Time)
 	advance(now time.Time)
-	load(snap Snapshot) error
+	// load reads the little the evaluator keeps outside keyed state.
+	load()
 	pending() int
 }
 
@@ -195,7 +196,7 @@ func (m *match) trigger() trigger {
 // trigger read again). It returns the violation, or nil when it existed.
 func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *violation.Violation {
 	id := violation.ID(b.rule.Name, b.rule.Version, t.Key, t.EventID)
-	if _, ok := b.p.violations[id]; ok {
+	if _, ok := b.p.get(prefixViolation + id); ok {
 		return nil
 	}
 	v := &violation.Violation{
@@ -204,22 +205,26 @@ func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *viol
 		Deadline: deadline, DetectedAt: now, Watermark: b.wm, Source: t.Source, Detail: detail,
 		DecidedWhileBlind: len(b.blind()) > 0,
 	}
-	b.p.violations[id] = v
 	b.violations.Inc()
 	if deadline.After(t.EventTime) && !b.wm.IsZero() {
 		b.delay.Observe(max(0, b.wm.Sub(deadline).Seconds()))
 	}
-	b.p.putViolation(v)
+	b.p.putViolation(v, nil)
 	return v
 }
 
-// resolve marks v repaired by an event at event time by.
-func (b *ruleBase) resolve(v *violation.Violation, by, now time.Time) {
+// resolve marks the open violation id repaired by an event at event time by.
+func (b *ruleBase) resolve(id string, by, now time.Time) {
+	prev := b.p.getViolation(id)
+	if prev == nil || prev.State != violation.Open {
+		return
+	}
+	v := *prev
 	v.State = violation.Resolved
 	at, byT := now, by
 	v.ResolvedAt, v.ResolvedByEventTime = &at, &byT
 	b.resolutions.Inc()
-	b.p.putViolation(v)
+	b.p.putViolation(&v, prev)
 }
 
 // lookupResolver resolves a rule's lookup names to the latest event of the
@@ -242,7 +247,7 @@ func (r *lookupResolver) Resolve(name string, ev *rules.Event) (ref.Val, bool) {
 		if err != nil {
 			return rules.EmptyObject, true
 		}
-		e := r.p.tables[l.Stream.Name].get(key)
+		e := r.p.tables[l.Stream.Name].get(r.p, key)
 		if e == nil {
 			return rules.EmptyObject, true
 		}
@@ -251,11 +256,10 @@ func (r *lookupResolver) Resolve(name string, ev *rules.Event) (ref.Val, bool) {
 	return nil, false
 }
 
-// table holds the latest event per entity key of one stream on one
-// partition: the state that lookups and state rules read.
+// table is the latest event per entity key of one stream on one partition,
+// kept in state under t/<stream>/<key>: what lookups and state rules read.
 type table struct {
-	name    string
-	entries map[string]*tableEntry
+	name string
 }
 
 type tableEntry struct {
@@ -280,25 +284,33 @@ func (e *tableEntry) parsed(dec *rules.Decoder, topic string) ref.Val {
 	return e.value
 }
 
-func (t *table) get(key string) *tableEntry {
+func (t *table) get(p *Partition, key string) *tableEntry {
 	if t == nil {
 		return nil
 	}
-	return t.entries[key]
+	v, ok := p.get(tableKey(t.name, key))
+	if !ok {
+		return nil
+	}
+	e, err := decodeTableEntry(v)
+	if err != nil {
+		p.fail(fmt.Errorf("table %s key %q: %w", t.name, key, err))
+		return nil
+	}
+	return e
 }
 
 func tableKey(stream, key string) string { return prefixTable + stream + "/" + key }
 
-// put keeps the newer of the stored and the given event for key.
+// tablePut keeps the newer of the stored and the given event for key.
 func (p *Partition) tablePut(t *table, key, id string, at time.Time, raw []byte) {
-	if e := t.entries[key]; e != nil && at.Before(e.time) {
+	k := tableKey(t.name, key)
+	old, ok := p.get(k)
+	if ok && len(old) >= 8 && at.Before(bytesTime(old[:8])) {
 		return
 	}
-	e := &tableEntry{time: at, id: id, raw: append([]byte(nil), raw...)}
-	t.entries[key] = e
-	p.put(tableKey(t.name, key), encodeTableEntry(e))
+	p.put(k, encodeTableEntry(&tableEntry{time: at, id: id, raw: raw}), !ok)
 }
-
 func encodeTableEntry(e *tableEntry) []byte {
 	b := make([]byte, 0, 8+2+len(e.id)+len(e.raw))
 	b = append(b, timeBytes(e.time)...)

@@ -65,7 +65,7 @@ func TestChecksAndViolationsEqualTheSimulatorsCounts(t *testing.T) {
 func countEvents(t *testing.T, rs *rules.RuleSet, events []sim.Event) *Metrics {
 	t.Helper()
 	m := NewMetrics(nil)
-	snap := MemSnapshot{}
+	snap := NewMemSnapshot()
 	start := events[0].Time
 	p, err := NewPartition(0, rs, snap, m, nil, start)
 	if err != nil {

@@ -30,13 +30,13 @@ type harness struct {
 	t      *testing.T
 	rs     *rules.RuleSet
 	p      *Partition
-	snap   MemSnapshot
+	snap   *MemSnapshot
 	now    time.Time
 	offset map[string]int64
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, rs: loadRules(t), snap: MemSnapshot{}, now: t0, offset: map[string]int64{}}
+	h := &harness{t: t, rs: loadRules(t), snap: NewMemSnapshot(), now: t0, offset: map[string]int64{}}
 	h.reload()
 	return h
 }
@@ -260,7 +260,7 @@ func TestMalformedRecordsChangeNothing(t *testing.T) {
 		t.Errorf("bad key: got %v", err)
 	}
 	h.snap.Apply(h.p.TakeDelta())
-	if len(h.snap) != 0 || h.p.PendingCount() != 0 {
+	if h.snap.Len() != 0 || h.p.PendingCount() != 0 {
 		t.Fatalf("rejected records changed state: %v", h.snap)
 	}
 }
@@ -307,11 +307,12 @@ func TestLoadedStateRemovedInFirstBatchIsDeleted(t *testing.T) {
 	if n := h.p.PendingCount(); n != 0 {
 		t.Fatalf("after a second reload %d expectations came back", n)
 	}
-	for k := range h.snap {
-		if strings.Contains(k, "/d/") {
+	_ = h.snap.Scan("", "", func(k string, _ []byte) bool {
+		if strings.Contains(k, "/d/") || strings.Contains(k, "/p/") {
 			t.Fatalf("deadline key %q still in state", k)
 		}
-	}
+		return true
+	})
 }
 
 // With max_hold, verdicts held for a stalled input are released once it

@@ -34,7 +34,7 @@ func FuzzApply(f *testing.F) {
 	rs := exampleRules(f)
 	t0 := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, topic byte, key, value []byte, tsMillis int64) {
-		snap := MemSnapshot{}
+		snap := NewMemSnapshot()
 		p, err := NewPartition(0, rs, snap, nil, nil, t0)
 		if err != nil {
 			t.Fatal(err)

@@ -150,7 +150,7 @@ func hostileRecords() []hostile {
 func TestHostileRecords(t *testing.T) {
 	rs := exampleRules(t)
 	t0 := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-	snap := MemSnapshot{}
+	snap := NewMemSnapshot()
 	p, err := NewPartition(0, rs, snap, nil, nil, t0)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ type kindHarness struct {
 	t      *testing.T
 	rs     *rules.RuleSet
 	p      *Partition
-	snap   MemSnapshot
+	snap   *MemSnapshot
 	now    time.Time
 	offset int64
 }
@@ -34,7 +34,7 @@ func newKindHarness(t *testing.T, files ...string) *kindHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &kindHarness{t: t, rs: rs, snap: MemSnapshot{}, now: t0}
+	h := &kindHarness{t: t, rs: rs, snap: NewMemSnapshot(), now: t0}
 	h.reload()
 	return h
 }
@@ -248,7 +248,7 @@ func TestStateRuleWaitsForTheSchemaOfAStoredEvent(t *testing.T) {
 	if err := rs.BindFormats(map[string]rules.ValueFormat{rules.FormatAvro: reg}); err != nil {
 		t.Fatal(err)
 	}
-	h := &kindHarness{t: t, rs: rs, snap: MemSnapshot{}, now: t0}
+	h := &kindHarness{t: t, rs: rs, snap: NewMemSnapshot(), now: t0}
 	h.reload()
 	h.send("accounts", `{"account_id":"a1","tier":"pro","mrr_cents":10000}`)
 	h.send("entitlements", entitlement("s1", "active", "${+1h}", "${+0s}"))

@@ -7,9 +7,11 @@
 package engine
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,14 +99,14 @@ type Partition struct {
 	streams    map[string]*streamState
 	tables     map[string]*table
 	evaluators []evaluator
-	// violations holds every violation recorded on this partition, so that a
-	// redelivered trigger never records a second one.
-	violations map[string]*violation.Violation
 
-	delta Delta
-	// gen counts TakeDelta calls; an item created in the current generation
-	// is not yet durable, so deleting it needs no write at all.
-	gen uint64
+	// snap is the durable state; delta the batch in hand; inflight the
+	// deltas taken and not yet durable (see overlay.go).
+	snap     Snapshot
+	delta    *Delta
+	inflight []*Delta
+	counters []*counter
+	err      error
 	// matches is reused per record to keep allocations off the per-event path.
 	matches []match
 	// bounds is the accepted event-time range.
@@ -169,8 +171,8 @@ type match struct {
 	raw []byte
 }
 
-// NewPartition loads the state of partition id from snap and returns its
-// evaluator. now initializes the idle clocks of the streams.
+// NewPartition returns the evaluator of partition id over its durable state
+// snap, which it reads on demand. now initializes the idle clocks of the streams.
 func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics, log *zap.Logger, now time.Time) (*Partition, error) {
 	if metrics == nil {
 		metrics = NewMetrics(nil)
@@ -179,21 +181,18 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		log = zap.NewNop()
 	}
 	p := &Partition{
-		id:         id,
-		dec:        rules.NewDecoder(set),
-		idLabel:    strconv.Itoa(int(id)),
-		set:        set,
-		metrics:    metrics,
-		log:        log.With(zap.Int32("partition", id)),
-		routes:     map[string][]*route{},
-		streams:    map[string]*streamState{},
-		tables:     map[string]*table{},
-		violations: map[string]*violation.Violation{},
-		delta:      Delta{Ops: map[string]Op{}},
-		// Items loaded from the snapshot have generation 0: starting at 1
-		// makes removing one of them in the first batch a real delete.
-		gen:    1,
-		bounds: DefaultTimeBounds(),
+		id:      id,
+		dec:     rules.NewDecoder(set),
+		idLabel: strconv.Itoa(int(id)),
+		set:     set,
+		metrics: metrics,
+		log:     log.With(zap.Int32("partition", id)),
+		routes:  map[string][]*route{},
+		streams: map[string]*streamState{},
+		tables:  map[string]*table{},
+		snap:    snap,
+		delta:   &Delta{Ops: map[string]Op{}},
+		bounds:  DefaultTimeBounds(),
 	}
 	for name, s := range set.Streams {
 		p.streams[name] = &streamState{
@@ -217,7 +216,7 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 	tableOf := func(s *rules.Stream) {
 		r := routeOf(s)
 		if r.table == nil {
-			r.table = &table{name: s.Name, entries: map[string]*tableEntry{}}
+			r.table = &table{name: s.Name}
 			p.tables[s.Name] = r.table
 		}
 	}
@@ -270,51 +269,19 @@ func (p *Partition) Topics() []string {
 	return out
 }
 
-func (p *Partition) load(snap Snapshot) error {
-	if snap == nil {
-		return nil
-	}
+// load reads what a partition keeps outside its keyed state: each stream's
+// newest event time and the counters. Everything else is read on demand, so
+// a partition is ready as soon as this returns, whatever its state size.
+func (p *Partition) load(Snapshot) error {
 	for name, st := range p.streams {
-		err := snap.Scan(prefixStream+name, func(key string, v []byte) error {
-			if key == prefixStream+name && len(v) == 8 {
-				st.maxEventTime = bytesTime(v)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	err := snap.Scan(prefixViolation, func(_ string, v []byte) error {
-		var vi violation.Violation
-		if err := json.Unmarshal(v, &vi); err != nil {
-			return fmt.Errorf("decode violation: %w", err)
-		}
-		p.violations[vi.ID] = &vi
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for name, t := range p.tables {
-		err := snap.Scan(prefixTable+name+"/", func(key string, v []byte) error {
-			e, err := decodeTableEntry(v)
-			if err != nil {
-				return err
-			}
-			t.entries[key[len(prefixTable)+len(name)+1:]] = e
-			return nil
-		})
-		if err != nil {
-			return err
+		if v, ok := p.get(prefixStream + name); ok && len(v) == 8 {
+			st.maxEventTime = bytesTime(v)
 		}
 	}
 	for _, ev := range p.evaluators {
-		if err := ev.load(snap); err != nil {
-			return fmt.Errorf("rule %q: %w", ev.base().rule.Name, err)
-		}
+		ev.load()
 	}
-	return nil
+	return p.err
 }
 
 // SetCaughtUp tells the partition whether its input on topic has reached the
@@ -522,7 +489,8 @@ func (p *Partition) PendingCount() int {
 }
 
 // TakeDelta returns the durable changes since the last call and starts a new
-// delta. The caller writes them, with the applied offsets, in one batch.
+// delta. The caller writes them, with the applied offsets, in one batch, and
+// marks the delta durable once that write is synced.
 func (p *Partition) TakeDelta() *Delta {
 	for name, st := range p.streams {
 		if st.dirty {
@@ -530,42 +498,73 @@ func (p *Partition) TakeDelta() *Delta {
 			st.dirty = false
 		}
 	}
-	d := p.delta
-	p.delta = Delta{Ops: make(map[string]Op, len(d.Ops))}
-	p.gen++
-	return &d
-}
-
-// set records a durable write.
-func (p *Partition) put(key string, value []byte) { p.delta.Ops[key] = Op{Value: value} }
-
-// remove records a durable delete of an item created in generation gen. An
-// item created since the last TakeDelta was never written, so removing it
-// costs nothing: a payment and its ledger entry seen in the same poll never
-// touch the disk.
-func (p *Partition) remove(key string, gen uint64) {
-	if gen == p.gen {
-		delete(p.delta.Ops, key)
-		return
+	for _, c := range p.counters {
+		if c.dirty {
+			p.delta.Ops[c.key] = Op{Value: binary.AppendVarint(nil, c.n)}
+			c.dirty = false
+		}
 	}
-	p.delta.Ops[key] = Op{Delete: true}
+	d := p.delta
+	p.delta = &Delta{Ops: make(map[string]Op, len(d.Ops))}
+	p.inflight = slices.DeleteFunc(p.inflight, func(d *Delta) bool { return d.durable.Load() })
+	if len(d.Ops) > 0 {
+		p.inflight = append(p.inflight, d)
+	}
+	return d
 }
 
-func (p *Partition) putViolation(v *violation.Violation) {
+// getViolation reads a recorded violation; nil when there is none.
+func (p *Partition) getViolation(id string) *violation.Violation {
+	b, ok := p.get(prefixViolation + id)
+	if !ok {
+		return nil
+	}
+	v := &violation.Violation{}
+	if err := json.Unmarshal(b, v); err != nil {
+		p.fail(fmt.Errorf("decode violation %s: %w", id, err))
+		return nil
+	}
+	return v
+}
+
+// putViolation records v and its secondary keys. Violations stay JSON: the
+// API and the alerting side read them as they are.
+func (p *Partition) putViolation(v *violation.Violation, prev *violation.Violation) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		// A Violation has only plain fields; failing to encode one is a bug.
 		panic(fmt.Sprintf("encode violation: %v", err))
 	}
-	p.put(prefixViolation+v.ID, b)
+	p.put(prefixViolation+v.ID, b, prev == nil)
+	if prev != nil {
+		for _, k := range IndexKeys(prev) {
+			p.del(k)
+		}
+	}
+	for _, k := range IndexKeys(v) {
+		p.put(k, nil, prev == nil)
+	}
 	p.delta.Changed = append(p.delta.Changed, *v)
 }
 
-// Violations returns the violations recorded on this partition.
+// Violations returns the violations recorded on this partition. It reads
+// them all: for tests and tools, not for the per-event path.
 func (p *Partition) Violations() []violation.Violation {
-	out := make([]violation.Violation, 0, len(p.violations))
-	for _, v := range p.violations {
-		out = append(out, *v)
-	}
+	var out []violation.Violation
+	p.scan(prefixViolation, PrefixEnd(prefixViolation), func(_ string, b []byte) bool {
+		var v violation.Violation
+		if err := json.Unmarshal(b, &v); err != nil {
+			p.fail(fmt.Errorf("decode violation: %w", err))
+			return false
+		}
+		out = append(out, v)
+		return true
+	})
 	return out
+}
+
+// hasViolation reports whether the trigger's violation is recorded.
+func (p *Partition) hasViolation(rule, version, key, eventID string) bool {
+	_, ok := p.get(prefixViolation + violation.ID(rule, version, key, eventID))
+	return ok
 }

@@ -17,7 +17,7 @@ import (
 // state of every violation by id.
 func runEvents(t *testing.T, rs *rules.RuleSet, events []sim.Event) map[string]violation.State {
 	t.Helper()
-	snap := MemSnapshot{}
+	snap := NewMemSnapshot()
 	start := events[0].Time
 	p, err := NewPartition(0, rs, snap, nil, nil, start)
 	if err != nil {

@@ -1,68 +1,137 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
+	"math"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/invmon/invmon/internal/violation"
-	"time"
 )
 
 // Op is one change to a partition's durable state.
 type Op struct {
 	Value  []byte
 	Delete bool
+	// fresh marks a key written in this delta that exists nowhere below it:
+	// deleting it again before the delta is taken needs no write at all.
+	fresh bool
 }
 
 // Delta is every durable change a partition made since the last TakeDelta:
 // the state writes that must land in one synced batch with the applied
 // offsets before the Kafka offsets are committed.
+//
+// Until the caller marks it durable (MarkDurable, done by the Badger store's
+// Commit and by MemSnapshot.Apply), the partition keeps reading through it:
+// the state of a batch still on its way to disk is the newest state.
 type Delta struct {
 	// Ops maps a state key (inside the partition's namespace) to its change.
 	Ops map[string]Op
 	// Changed lists violations that opened or resolved, in order, for the
 	// alerting side and the violation API once the delta is durable.
 	Changed []violation.Violation
+
+	durable atomic.Bool
 }
 
 // Empty reports whether the delta holds no change.
 func (d *Delta) Empty() bool { return len(d.Ops) == 0 && len(d.Changed) == 0 }
 
-// Snapshot reads a partition's durable state when the partition is loaded.
-// joinstate implements it over Badger; engine tests use MemSnapshot.
+// MarkDurable tells the partition that took d that d is in the state it
+// reads (Snapshot), so it may stop reading through d.
+func (d *Delta) MarkDurable() { d.durable.Store(true) }
+
+// Snapshot is a partition's durable state as the engine reads it: a sorted
+// key-value store (Kafka Streams' KeyValueStore is the model). joinstate
+// implements it over Badger; engine tests use MemSnapshot. Keys are inside
+// the partition's namespace. A Snapshot must reflect every delta marked
+// durable before the read.
 type Snapshot interface {
-	// Scan calls fn for every key with the prefix, in key order. Key and value
-	// are only valid during the call.
-	Scan(prefix string, fn func(key string, value []byte) error) error
+	// Get returns the value of key, and whether it exists. The value is the
+	// caller's to keep.
+	Get(key string) ([]byte, bool, error)
+	// Scan calls fn for every key in [start, end) in key order; an empty end
+	// means no upper bound. fn returns false to stop. Key and value are only
+	// valid during the call.
+	Scan(start, end string, fn func(key string, value []byte) bool) error
+}
+
+// ScanPrefix calls fn for every key of snap with prefix, in key order, and
+// returns the first error fn or the scan returns.
+func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) error) error {
+	var ferr error
+	err := snap.Scan(prefix, PrefixEnd(prefix), func(k string, v []byte) bool {
+		ferr = fn(k, v)
+		return ferr == nil
+	})
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// PrefixEnd returns the first key after every key with prefix: Scan(p,
+// PrefixEnd(p)) visits exactly the keys with prefix p.
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
 }
 
 // MemSnapshot is a Snapshot held in memory: the state of a partition built by
-// applying deltas, for tests and for tools that replay without Badger.
-type MemSnapshot map[string][]byte
+// applying deltas, for tests and for tools that replay without Badger. Its
+// keys are kept sorted, so a range scan costs the range, like Badger's.
+type MemSnapshot struct {
+	m    map[string][]byte
+	keys []string
+}
 
-// Apply merges a delta into the snapshot.
-func (m MemSnapshot) Apply(d *Delta) {
+// NewMemSnapshot returns an empty snapshot.
+func NewMemSnapshot() *MemSnapshot { return &MemSnapshot{m: map[string][]byte{}} }
+
+// Len returns how many keys the snapshot holds.
+func (m *MemSnapshot) Len() int { return len(m.m) }
+
+// Apply merges a delta into the snapshot and marks it durable.
+func (m *MemSnapshot) Apply(d *Delta) {
 	for k, op := range d.Ops {
-		if op.Delete {
-			delete(m, k)
-		} else {
-			m[k] = append([]byte(nil), op.Value...)
+		_, had := m.m[k]
+		i, _ := slices.BinarySearch(m.keys, k)
+		switch {
+		case op.Delete && had:
+			delete(m.m, k)
+			m.keys = slices.Delete(m.keys, i, i+1)
+		case !op.Delete:
+			if !had {
+				m.keys = slices.Insert(m.keys, i, k)
+			}
+			m.m[k] = append([]byte(nil), op.Value...)
 		}
 	}
+	d.MarkDurable()
+}
+
+// Get implements Snapshot.
+func (m *MemSnapshot) Get(key string) ([]byte, bool, error) {
+	v, ok := m.m[key]
+	return append([]byte(nil), v...), ok, nil
 }
 
 // Scan implements Snapshot, in key order like Badger's iterator.
-func (m MemSnapshot) Scan(prefix string, fn func(key string, value []byte) error) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if err := fn(k, m[k]); err != nil {
-			return err
+func (m *MemSnapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
+	i, _ := slices.BinarySearch(m.keys, start)
+	for ; i < len(m.keys) && (end == "" || m.keys[i] < end); i++ {
+		if !fn(m.keys[i], m.m[m.keys[i]]) {
+			return nil
 		}
 	}
 	return nil
@@ -70,13 +139,19 @@ func (m MemSnapshot) Scan(prefix string, fn func(key string, value []byte) error
 
 // Key layout inside one partition's namespace. Times are big-endian unix
 // nanoseconds (offset so that they sort as unsigned), so a prefix scan
-// returns deadlines in time order: "what is due up to W" is a range scan.
+// returns deadlines in time order: "what is due up to W" is a range scan,
+// and expiry is a range scan of the time-ordered keys.
 const (
-	prefixRule      = "r/" // r/<rule>/d/<deadline>/<joinkey>\x00<eventid> and r/<rule>/s/<time>/<joinkey>
+	prefixRule      = "r/" // r/<rule>/<kind key>/...: see each kind
 	prefixViolation = "v/" // v/<violation id>
 	prefixStream    = "w/" // w/<stream>: newest event time seen
 	prefixTable     = "t/" // t/<stream>/<key>: latest event of an entity
+	prefixIndex     = "i/" // i/...: secondary keys of violations (violations.go)
 )
+
+// StateFormat is the version of the key layout and value encoding above. A
+// state directory written in another format is refused by joinstate.Open.
+const StateFormat = 2
 
 func timeBytes(t time.Time) []byte {
 	var b [8]byte
@@ -88,10 +163,114 @@ func bytesTime(b []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(b)^(1<<63))).UTC()
 }
 
-func deadlineKey(rule string, deadline time.Time, joinKey, eventID string) string {
-	return prefixRule + rule + "/d/" + string(timeBytes(deadline)) + joinKey + "\x00" + eventID
+// errCorrupt is returned for a stored value that does not decode.
+var errCorrupt = errors.New("corrupt state value")
+
+// enc appends the compact binary encoding of state values: uvarint-prefixed
+// strings, fixed 8-byte times and floats. It is several times cheaper than
+// JSON on the per-event path and a third of its size on disk.
+type enc []byte
+
+func (e enc) str(s string) enc {
+	return append(binary.AppendUvarint(e, uint64(len(s))), s...)
+}
+func (e enc) bytes(b []byte) enc {
+	return append(binary.AppendUvarint(e, uint64(len(b))), b...)
+}
+func (e enc) time(t time.Time) enc { return append(e, timeBytes(t)...) }
+func (e enc) f64(f float64) enc    { return binary.BigEndian.AppendUint64(e, math.Float64bits(f)) }
+func (e enc) i64(i int64) enc      { return binary.AppendVarint(e, i) }
+func (e enc) flag(b bool) enc {
+	if b {
+		return append(e, 1)
+	}
+	return append(e, 0)
 }
 
-func seenKey(rule string, t time.Time, joinKey string) string {
-	return prefixRule + rule + "/s/" + string(timeBytes(t)) + joinKey
+// dec reads what enc wrote; the first failure sticks in err.
+type dec struct {
+	b   []byte
+	err error
 }
+
+func (d *dec) fail() { d.err, d.b = errCorrupt, nil }
+
+func (d *dec) raw() []byte {
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 || uint64(len(d.b)-k) < n {
+		d.fail()
+		return nil
+	}
+	out := d.b[k : k+int(n)]
+	d.b = d.b[k+int(n):]
+	return out
+}
+func (d *dec) str() string { return string(d.raw()) }
+func (d *dec) bytes() []byte {
+	return bytes.Clone(d.raw())
+}
+func (d *dec) time() time.Time {
+	if len(d.b) < 8 {
+		d.fail()
+		return time.Time{}
+	}
+	t := bytesTime(d.b[:8])
+	d.b = d.b[8:]
+	return t
+}
+func (d *dec) f64() float64 {
+	if len(d.b) < 8 {
+		d.fail()
+		return 0
+	}
+	f := math.Float64frombits(binary.BigEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return f
+}
+func (d *dec) i64() int64 {
+	v, k := binary.Varint(d.b)
+	if k <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+func (d *dec) flag() bool {
+	if len(d.b) < 1 {
+		d.fail()
+		return false
+	}
+	v := d.b[0] == 1
+	d.b = d.b[1:]
+	return v
+}
+
+// more reports whether values are left and nothing failed.
+func (d *dec) more() bool { return d.err == nil && len(d.b) > 0 }
+
+func (e enc) trigger(t *trigger) enc {
+	return e.str(t.Key).str(t.EventID).time(t.EventTime).f64(t.Impact).str(t.Customer).
+		str(t.Source.Topic).i64(int64(t.Source.Partition)).i64(t.Source.Offset)
+}
+
+func (d *dec) trigger() trigger {
+	var t trigger
+	t.Key, t.EventID, t.EventTime, t.Impact, t.Customer = d.str(), d.str(), d.time(), d.f64(), d.str()
+	t.Source.Topic, t.Source.Partition, t.Source.Offset = d.str(), int32(d.i64()), d.i64()
+	return t
+}
+
+// cutLast splits "<key>\x00<id>" at its last NUL.
+func cutLast(s string) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == 0 {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// until returns the exclusive end of a time-ordered scan under prefix that
+// visits keys whose time is before t.
+func until(prefix string, t time.Time) string { return prefix + string(timeBytes(t)) }

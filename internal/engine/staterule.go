@@ -1,10 +1,9 @@
 package engine
 
 import (
-	"container/heap"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/invmon/invmon/internal/rules"
@@ -16,50 +15,51 @@ import (
 // for longer than `for`. The condition is checked again when the watermark
 // passes the deadline, against what is known then, so a repair that arrived
 // in time prevents the violation.
+//
+// State, under r/<rule>/:
+//
+//	d/<deadline><key>\x00<event id> a check: due = range scan
+//	c/<key>                         the live checks of key (deadline, event time, id)
+//	k/<key>                         when the condition began to hold (`for` rules)
+//	O/<key>                         the entity's open violation
+//	n                               how many entities have live checks
 type stateRule struct {
 	ruleBase
-	spec   *rules.StateRule
-	table  *table
-	checks checkQueue
-	// byKey indexes the live checks per entity, so a newer event can
-	// supersede them.
-	byKey map[string][]*check
-	// streak is when the condition began to hold, per entity (`for` rules).
-	streak map[string]time.Time
-	open   map[string]string
-	dec    rules.Decoder
+	spec  *rules.StateRule
+	table *table
+	n     *counter
+	dec   rules.Decoder
 }
 
 // check is a deadline at which an entity's condition is evaluated again.
 type check struct {
 	trigger
-	Deadline time.Time `json:"deadline"`
+	Deadline time.Time
 	// Raw is the event the condition held on: at the deadline the condition
 	// is judged on the entity as it was then, even if a later event (after
 	// the deadline) has been read since.
-	Raw  []byte `json:"raw"`
-	gen  uint64
-	done bool
+	Raw []byte
+}
+
+// checkRef is what the per-entity list keeps of a check.
+type checkRef struct {
+	deadline, eventTime time.Time
+	id                  string
 }
 
 func newStateRule(p *Partition, r *rules.Rule) *stateRule {
-	return &stateRule{
-		ruleBase: newRuleBase(p, r),
-		dec:      rules.NewDecoder(p.set),
-		spec:     r.State,
-		streak:   map[string]time.Time{},
-		open:     map[string]string{},
-		byKey:    map[string][]*check{},
-	}
+	return &stateRule{ruleBase: newRuleBase(p, r), spec: r.State, dec: rules.NewDecoder(p.set)}
 }
 
-func (s *stateRule) checkKey(c *check) string {
-	return prefixRule + s.rule.Name + "/d/" + string(timeBytes(c.Deadline)) + c.Key + "\x00" + c.EventID
+func (s *stateRule) key(kind, rest string) string {
+	return prefixRule + s.rule.Name + "/" + kind + "/" + rest
 }
 
-func (s *stateRule) streakKey(key string) string { return prefixRule + s.rule.Name + "/k/" + key }
+func (s *stateRule) checkKey(deadline time.Time, key, id string) string {
+	return s.key("d", string(timeBytes(deadline))+key+"\x00"+id)
+}
 
-func (s *stateRule) pending() int { return s.checks.Len() }
+func (s *stateRule) pending() int { return int(s.n.n) }
 
 func (s *stateRule) extract(ev *rules.Event, _ *sideRef, m *match) error {
 	ok, err := s.spec.Condition.Eval(ev)
@@ -75,57 +75,48 @@ func (s *stateRule) extract(ev *rules.Event, _ *sideRef, m *match) error {
 	return nil
 }
 
-func (s *stateRule) load(snap Snapshot) error {
+func (s *stateRule) load() {
 	s.table = s.p.tables[s.spec.On.Stream.Name]
-	base := prefixRule + s.rule.Name
-	err := snap.Scan(base+"/d/", func(_ string, v []byte) error {
-		c := &check{}
-		if err := json.Unmarshal(v, c); err != nil {
-			return fmt.Errorf("decode state check: %w", err)
-		}
-		s.schedule(c)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = snap.Scan(base+"/k/", func(k string, v []byte) error {
-		if len(v) == 8 {
-			s.streak[k[len(base)+3:]] = bytesTime(v)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, v := range s.p.violations {
-		if v.Rule == s.rule.Name && v.State == "open" {
-			s.open[v.Key] = v.ID
-		}
-	}
-	return nil
+	s.n = s.p.newCounter(prefixRule + s.rule.Name + "/n")
 }
 
-func (s *stateRule) schedule(c *check) {
-	heap.Push(&s.checks, c)
-	s.byKey[c.Key] = append(s.byKey[c.Key], c)
+func (s *stateRule) refs(key string) ([]checkRef, bool) {
+	b, ok := s.p.get(s.key("c", key))
+	if !ok {
+		return nil, false
+	}
+	var out []checkRef
+	d := dec{b: b}
+	for d.more() {
+		out = append(out, checkRef{deadline: d.time(), eventTime: d.time(), id: d.str()})
+	}
+	if d.err != nil {
+		s.p.fail(fmt.Errorf("rule %s: checks of %q: %w", s.rule.Name, key, d.err))
+	}
+	return out, true
 }
 
-func (s *stateRule) unschedule(c *check) {
-	c.done = true
-	s.p.remove(s.checkKey(c), c.gen)
-	list := s.byKey[c.Key]
-	for i, x := range list {
-		if x == c {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
+func (s *stateRule) putRefs(key string, list []checkRef, existed bool) {
 	if len(list) == 0 {
-		delete(s.byKey, c.Key)
-	} else {
-		s.byKey[c.Key] = list
+		if existed {
+			s.p.del(s.key("c", key))
+			s.n.add(-1)
+		}
+		return
 	}
+	var e enc
+	for _, r := range list {
+		e = e.time(r.deadline).time(r.eventTime).str(r.id)
+	}
+	s.p.put(s.key("c", key), e, !existed)
+	if !existed {
+		s.n.add(1)
+	}
+}
+
+func (s *stateRule) openID(key string) (string, bool) {
+	b, ok := s.p.get(s.key("O", key))
+	return string(b), ok
 }
 
 func (s *stateRule) apply(m *match, now time.Time) {
@@ -133,29 +124,37 @@ func (s *stateRule) apply(m *match, now time.Time) {
 	// about: that check is moot, and this event decides what comes next.
 	// It passes that check unless it restates the same deadline (a retried
 	// write, or a `for` streak going on): then the new check carries it.
-	for _, c := range append([]*check(nil), s.byKey[m.key]...) {
-		if c.EventTime.Before(m.time) && !m.time.After(c.Deadline) {
-			s.unschedule(c)
-			if !m.holds || (s.spec.Until != nil && !m.deadline.Equal(c.Deadline)) {
+	refs, existed := s.refs(m.key)
+	keep := refs[:0:0]
+	for _, c := range refs {
+		if c.eventTime.Before(m.time) && !m.time.After(c.deadline) {
+			s.p.del(s.checkKey(c.deadline, m.key, c.id))
+			if !m.holds || (s.spec.Until != nil && !m.deadline.Equal(c.deadline)) {
 				s.judged()
 			}
+		} else {
+			keep = append(keep, c)
 		}
 	}
+	if len(keep) != len(refs) {
+		s.putRefs(m.key, keep, existed)
+		existed = len(keep) > 0
+	}
 	if !m.holds {
-		if _, ok := s.streak[m.key]; ok {
-			delete(s.streak, m.key)
-			s.p.delta.Ops[s.streakKey(m.key)] = Op{Delete: true}
+		if _, ok := s.p.get(s.key("k", m.key)); ok {
+			s.p.del(s.key("k", m.key))
 		}
 		s.resolve(m.key, m.time, now)
 		return
 	}
 	deadline := m.deadline
 	if s.spec.Until == nil {
-		start, ok := s.streak[m.key]
-		if !ok || m.time.Before(start) {
-			start = m.time
-			s.streak[m.key] = start
-			s.p.put(s.streakKey(m.key), timeBytes(start))
+		start := m.time
+		b, ok := s.p.get(s.key("k", m.key))
+		if ok && len(b) == 8 && !m.time.Before(bytesTime(b)) {
+			start = bytesTime(b)
+		} else {
+			s.p.put(s.key("k", m.key), timeBytes(start), !ok)
 		}
 		deadline = start.Add(s.spec.For)
 	} else if deadline.After(s.wm) {
@@ -165,47 +164,54 @@ func (s *stateRule) apply(m *match, now time.Time) {
 	}
 	// An event read out of order, already replaced before its deadline by a
 	// newer one, needs no check.
-	if e := s.table.get(m.key); e != nil && e.time.After(m.time) && !e.time.After(deadline) {
+	if e := s.table.get(s.p, m.key); e != nil && e.time.After(m.time) && !e.time.After(deadline) {
 		return
 	}
-	for _, c := range s.byKey[m.key] {
-		if c.EventID == m.eventID {
+	for _, c := range keep {
+		if c.id == m.eventID {
 			return // a redelivery of an event whose check is scheduled
 		}
 	}
-	c := &check{trigger: m.trigger(), Deadline: deadline, Raw: append([]byte(nil), m.raw...), gen: s.p.gen}
-	s.schedule(c)
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(fmt.Sprintf("encode state check: %v", err))
-	}
-	s.p.put(s.checkKey(c), b)
+	c := &check{trigger: m.trigger(), Deadline: deadline, Raw: m.raw}
+	s.putRefs(m.key, append(keep, checkRef{deadline: deadline, eventTime: m.time, id: m.eventID}), existed)
+	s.p.put(s.checkKey(deadline, m.key, m.eventID), enc(nil).trigger(&c.trigger).time(c.Deadline).bytes(c.Raw), true)
 }
 
 func (s *stateRule) resolve(key string, by, now time.Time) {
-	if id, ok := s.open[key]; ok {
-		delete(s.open, key)
-		s.ruleBase.resolve(s.p.violations[id], by, now)
+	if id, ok := s.openID(key); ok {
+		s.p.del(s.key("O", key))
+		s.ruleBase.resolve(id, by, now)
 	}
 }
 
 func (s *stateRule) advance(now time.Time) {
 	wm := s.computeWatermark(now)
-	for s.checks.Len() > 0 && s.checks[0].Deadline.Before(wm) {
-		if c := s.checks[0]; !c.done && s.schemaUnavailable(c.Raw) {
+	if wm.IsZero() {
+		return
+	}
+	dp := s.key("d", "")
+	s.p.scan(dp, until(dp, wm), func(k string, v []byte) bool {
+		d := dec{b: v}
+		c := &check{trigger: d.trigger(), Deadline: d.time(), Raw: d.bytes()}
+		if d.err != nil {
+			s.p.fail(fmt.Errorf("rule %s: check %q: %w", s.rule.Name, k, d.err))
+			return false
+		}
+		if s.schemaUnavailable(c.Raw) {
 			// The stored event's schema cannot be fetched now (a registry
 			// outage after a restart): judge it on a later tick rather
 			// than drop it.
-			break
+			return false
 		}
-		c := heap.Pop(&s.checks).(*check)
-		if c.done {
-			continue
-		}
-		s.unschedule(c)
+		s.p.del(k)
+		refs, existed := s.refs(c.Key)
+		s.putRefs(c.Key, slices.DeleteFunc(refs, func(r checkRef) bool {
+			return r.id == c.EventID && r.deadline.Equal(c.Deadline)
+		}), existed)
 		s.evaluate(c, now)
-	}
-	s.pendingGauge.Set(float64(len(s.byKey)))
+		return true
+	})
+	s.pendingGauge.Set(float64(s.n.n))
 }
 
 // evaluate judges a check whose deadline the watermark passed: nothing
@@ -214,7 +220,7 @@ func (s *stateRule) advance(now time.Time) {
 // event after the deadline may already have repaired it.
 func (s *stateRule) evaluate(c *check, now time.Time) {
 	s.judged()
-	if _, ok := s.open[c.Key]; ok {
+	if _, ok := s.openID(c.Key); ok {
 		return // one open violation per entity at a time
 	}
 	holds, ok := s.holds(c.Raw, c.EventTime)
@@ -226,8 +232,8 @@ func (s *stateRule) evaluate(c *check, now time.Time) {
 	if v == nil {
 		return
 	}
-	s.open[c.Key] = v.ID
-	if latest := s.table.get(c.Key); latest != nil && latest.time.After(c.Deadline) {
+	s.p.put(s.key("O", c.Key), []byte(v.ID), true)
+	if latest := s.table.get(s.p, c.Key); latest != nil && latest.time.After(c.Deadline) {
 		if still, ok := s.holds(latest.raw, latest.time); ok && (!still || s.renewed(latest.raw, latest.time)) {
 			s.resolve(c.Key, latest.time, now)
 		}
@@ -273,17 +279,4 @@ func (s *stateRule) renewed(raw []byte, at time.Time) bool {
 	}
 	d, err := s.spec.Until.Eval(ev)
 	return err == nil && d.After(s.wm)
-}
-
-type checkQueue []*check
-
-func (q checkQueue) Len() int           { return len(q) }
-func (q checkQueue) Less(i, j int) bool { return q[i].Deadline.Before(q[j].Deadline) }
-func (q checkQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *checkQueue) Push(x any)        { *q = append(*q, x.(*check)) }
-func (q *checkQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
 }

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"container/heap"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -16,62 +14,66 @@ import (
 // until the watermark passes them and then applied per entity in order (by
 // version when the stream has one, else event time), so events reordered
 // within the allowed lateness are judged in their true order.
+//
+// State, under r/<rule>/:
+//
+//	q/<event time><key>\x00<id> buffered events, released by a range scan
+//	e/<key>                     the entity's applied state
+//	E/<time><key>               retention index of entities, empty
+//	n                           how many events are buffered
 type transition struct {
 	ruleBase
-	spec     *rules.Transition
-	buffer   transitionQueue
-	entities map[string]*entityState
-	expiry   entityQueue
-	stale    prometheus.Counter
+	spec  *rules.Transition
+	n     *counter
+	stale prometheus.Counter
 }
 
 // transitionEvent is one buffered state change.
 type transitionEvent struct {
 	trigger
-	State      string  `json:"state"`
-	Version    float64 `json:"version,omitempty"`
-	HasVersion bool    `json:"has_version,omitempty"`
-	gen        uint64
+	State      string
+	Version    float64
+	HasVersion bool
 }
 
 // entityState is an entity's applied state.
 type entityState struct {
-	Key        string    `json:"key"`
-	State      string    `json:"state"`
-	EventID    string    `json:"event_id"`
-	Time       time.Time `json:"time"`
-	Version    float64   `json:"version,omitempty"`
-	HasVersion bool      `json:"has_version,omitempty"`
+	State      string
+	EventID    string
+	Time       time.Time
+	Version    float64
+	HasVersion bool
 }
 
 func (e *transitionEvent) before(o *transitionEvent) bool {
 	if e.HasVersion && o.HasVersion && e.Version != o.Version {
 		return e.Version < o.Version
 	}
-	if !e.EventTime.Equal(o.EventTime) {
-		return e.EventTime.Before(o.EventTime)
-	}
-	return e.EventID < o.EventID
+	return before(&e.trigger, &o.trigger)
 }
 
 func newTransition(p *Partition, r *rules.Rule) *transition {
 	return &transition{
 		ruleBase: newRuleBase(p, r),
 		spec:     r.Transition,
-		entities: map[string]*entityState{},
 		stale:    p.metrics.StaleEvents.WithLabelValues(r.Name),
 	}
 }
 
+func (t *transition) key(kind, rest string) string {
+	return prefixRule + t.rule.Name + "/" + kind + "/" + rest
+}
+
 func (t *transition) bufferKey(e *transitionEvent) string {
-	return prefixRule + t.rule.Name + "/q/" + string(timeBytes(e.EventTime)) + e.Key + "\x00" + e.EventID
+	return t.key("q", string(timeBytes(e.EventTime))+e.Key+"\x00"+e.EventID)
 }
 
-func (t *transition) entityKey(key string) string {
-	return prefixRule + t.rule.Name + "/e/" + key
+func (t *transition) load() {
+	t.n = t.p.newCounter(prefixRule + t.rule.Name + "/n")
+	t.pendingGauge.Set(float64(t.n.n))
 }
 
-func (t *transition) pending() int { return t.buffer.Len() }
+func (t *transition) pending() int { return int(t.n.n) }
 
 func (t *transition) extract(ev *rules.Event, _ *sideRef, m *match) error {
 	s, err := t.spec.State.Eval(ev)
@@ -89,47 +91,35 @@ func (t *transition) extract(ev *rules.Event, _ *sideRef, m *match) error {
 	return nil
 }
 
-func (t *transition) load(snap Snapshot) error {
-	err := snap.Scan(prefixRule+t.rule.Name+"/q/", func(_ string, v []byte) error {
-		e := &transitionEvent{}
-		if err := json.Unmarshal(v, e); err != nil {
-			return fmt.Errorf("decode buffered transition: %w", err)
-		}
-		heap.Push(&t.buffer, e)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return snap.Scan(prefixRule+t.rule.Name+"/e/", func(_ string, v []byte) error {
-		e := &entityState{}
-		if err := json.Unmarshal(v, e); err != nil {
-			return fmt.Errorf("decode entity state: %w", err)
-		}
-		t.entities[e.Key] = e
-		heap.Push(&t.expiry, entityAge{key: e.Key, time: e.Time})
-		return nil
-	})
-}
-
 func (t *transition) apply(m *match, _ time.Time) {
-	e := &transitionEvent{trigger: m.trigger(), State: m.state, Version: m.version, HasVersion: m.hasVersion, gen: t.p.gen}
-	heap.Push(&t.buffer, e)
-	b, err := json.Marshal(e)
-	if err != nil {
-		panic(fmt.Sprintf("encode transition: %v", err))
+	e := &transitionEvent{trigger: m.trigger(), State: m.state, Version: m.version, HasVersion: m.hasVersion}
+	k := t.bufferKey(e)
+	if _, ok := t.p.get(k); ok {
+		return // the same event buffered already
 	}
-	t.p.put(t.bufferKey(e), b)
+	t.p.put(k, enc(nil).trigger(&e.trigger).str(e.State).f64(e.Version).flag(e.HasVersion), true)
+	t.n.add(1)
 }
 
 func (t *transition) advance(now time.Time) {
 	wm := t.computeWatermark(now)
-	var due []*transitionEvent
-	for t.buffer.Len() > 0 && !t.buffer[0].EventTime.After(wm) {
-		e := heap.Pop(&t.buffer).(*transitionEvent)
-		t.p.remove(t.bufferKey(e), e.gen)
-		due = append(due, e)
+	if wm.IsZero() {
+		return
 	}
+	var due []*transitionEvent
+	qp := t.key("q", "")
+	t.p.scan(qp, until(qp, wm.Add(1)), func(k string, v []byte) bool {
+		d := dec{b: v}
+		e := &transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
+		if d.err != nil {
+			t.p.fail(fmt.Errorf("rule %s: buffered event %q: %w", t.rule.Name, k, d.err))
+			return false
+		}
+		t.p.del(k)
+		t.n.add(-1)
+		due = append(due, e)
+		return true
+	})
 	// Events released together are applied per entity in their true order.
 	sort.SliceStable(due, func(i, j int) bool {
 		if due[i].Key != due[j].Key {
@@ -140,18 +130,31 @@ func (t *transition) advance(now time.Time) {
 	for _, e := range due {
 		t.step(e, now)
 	}
-	for t.expiry.Len() > 0 && t.expiry[0].time.Add(t.spec.Retention).Before(wm) {
-		a := heap.Pop(&t.expiry).(entityAge)
-		if cur := t.entities[a.key]; cur != nil && cur.Time.Equal(a.time) {
-			delete(t.entities, a.key)
-			t.p.delta.Ops[t.entityKey(a.key)] = Op{Delete: true}
-		}
+	ep := t.key("E", "")
+	t.p.scan(ep, until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
+		t.p.del(k)
+		t.p.del(t.key("e", k[len(ep)+8:]))
+		return true
+	})
+	t.pendingGauge.Set(float64(t.n.n))
+}
+
+func (t *transition) entity(key string) *entityState {
+	b, ok := t.p.get(t.key("e", key))
+	if !ok {
+		return nil
 	}
-	t.pendingGauge.Set(float64(t.buffer.Len()))
+	d := dec{b: b}
+	e := &entityState{State: d.str(), EventID: d.str(), Time: d.time(), Version: d.f64(), HasVersion: d.flag()}
+	if d.err != nil {
+		t.p.fail(fmt.Errorf("rule %s: entity %q: %w", t.rule.Name, key, d.err))
+		return nil
+	}
+	return e
 }
 
 func (t *transition) step(e *transitionEvent, now time.Time) {
-	cur := t.entities[e.Key]
+	cur := t.entity(e.Key)
 	switch {
 	case cur == nil:
 		if t.spec.Initial != nil && !t.spec.Initial[e.State] {
@@ -168,14 +171,11 @@ func (t *transition) step(e *transitionEvent, now time.Time) {
 		t.ruleBase.open(e.trigger, e.EventTime, now, cur.State+" -> "+e.State)
 	}
 	t.judged()
-	next := &entityState{Key: e.Key, State: e.State, EventID: e.EventID, Time: e.EventTime, Version: e.Version, HasVersion: e.HasVersion}
-	t.entities[e.Key] = next
-	heap.Push(&t.expiry, entityAge{key: e.Key, time: e.EventTime})
-	b, err := json.Marshal(next)
-	if err != nil {
-		panic(fmt.Sprintf("encode entity state: %v", err))
+	if cur != nil {
+		t.p.del(t.key("E", string(timeBytes(cur.Time))+e.Key))
 	}
-	t.p.put(t.entityKey(e.Key), b)
+	t.p.put(t.key("e", e.Key), enc(nil).str(e.State).str(e.EventID).time(e.EventTime).f64(e.Version).flag(e.HasVersion), cur == nil)
+	t.p.put(t.key("E", string(timeBytes(e.EventTime))+e.Key), nil, true)
 }
 
 // older reports whether e comes before the entity's applied state: it
@@ -185,36 +185,4 @@ func (t *transition) older(e *transitionEvent, cur *entityState) bool {
 		return e.Version < cur.Version
 	}
 	return e.EventTime.Before(cur.Time)
-}
-
-type transitionQueue []*transitionEvent
-
-func (q transitionQueue) Len() int           { return len(q) }
-func (q transitionQueue) Less(i, j int) bool { return q[i].EventTime.Before(q[j].EventTime) }
-func (q transitionQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *transitionQueue) Push(x any)        { *q = append(*q, x.(*transitionEvent)) }
-func (q *transitionQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
-}
-
-// entityAge orders entities by their last event, for retention.
-type entityAge struct {
-	key  string
-	time time.Time
-}
-
-type entityQueue []entityAge
-
-func (q entityQueue) Len() int           { return len(q) }
-func (q entityQueue) Less(i, j int) bool { return q[i].time.Before(q[j].time) }
-func (q entityQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *entityQueue) Push(x any)        { *q = append(*q, x.(entityAge)) }
-func (q *entityQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
 }

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"container/heap"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -15,34 +13,25 @@ import (
 // same key and different ids within the window are a duplicate effect. Of
 // each pair the later one by (event time, id) is the duplicate, decided the
 // same whichever of the two is read first, so replays agree.
+//
+// State, under r/<rule>/:
+//
+//	U/<key>                     the entries of key in the window (usually one)
+//	u/<event time><key>\x00<id> expiry index, empty
+//	n                           how many entries are live
 type unique struct {
 	ruleBase
-	spec    *rules.Unique
-	entries map[string][]*uniqueEntry
-	expiry  uniqueQueue
-	n       int
+	spec *rules.Unique
+	n    *counter
 
 	events     prometheus.Counter
 	duplicates prometheus.Counter
-}
-
-type uniqueEntry struct {
-	trigger
-	gen uint64
-}
-
-func (e *uniqueEntry) before(o *uniqueEntry) bool {
-	if !e.EventTime.Equal(o.EventTime) {
-		return e.EventTime.Before(o.EventTime)
-	}
-	return e.EventID < o.EventID
 }
 
 func newUnique(p *Partition, r *rules.Rule) *unique {
 	u := &unique{
 		ruleBase:   newRuleBase(p, r),
 		spec:       r.Unique,
-		entries:    map[string][]*uniqueEntry{},
 		events:     p.metrics.UniqueEvents.WithLabelValues(r.Name),
 		duplicates: p.metrics.UniqueDuplicates.WithLabelValues(r.Name),
 	}
@@ -52,95 +41,105 @@ func newUnique(p *Partition, r *rules.Rule) *unique {
 	return u
 }
 
-func uniqueKey(rule string, t time.Time, key, id string) string {
-	return prefixRule + rule + "/u/" + string(timeBytes(t)) + key + "\x00" + id
+func before(a, b *trigger) bool {
+	if !a.EventTime.Equal(b.EventTime) {
+		return a.EventTime.Before(b.EventTime)
+	}
+	return a.EventID < b.EventID
+}
+
+func (u *unique) entriesKey(key string) string { return prefixRule + u.rule.Name + "/U/" + key }
+func (u *unique) expiryPrefix() string         { return prefixRule + u.rule.Name + "/u/" }
+
+func (u *unique) load() {
+	u.n = u.p.newCounter(prefixRule + u.rule.Name + "/n")
+	u.pendingGauge.Set(float64(u.n.n))
 }
 
 func (u *unique) pending() int { return 0 }
 
 func (u *unique) extract(*rules.Event, *sideRef, *match) error { return nil }
 
-func (u *unique) load(snap Snapshot) error {
-	return snap.Scan(prefixRule+u.rule.Name+"/u/", func(_ string, v []byte) error {
-		e := &uniqueEntry{}
-		if err := json.Unmarshal(v, &e.trigger); err != nil {
-			return fmt.Errorf("decode unique entry: %w", err)
-		}
-		u.add(e)
-		return nil
-	})
+func (u *unique) entries(key string) ([]trigger, bool) {
+	b, ok := u.p.get(u.entriesKey(key))
+	if !ok {
+		return nil, false
+	}
+	var out []trigger
+	d := dec{b: b}
+	for d.more() {
+		out = append(out, d.trigger())
+	}
+	if d.err != nil {
+		u.p.fail(fmt.Errorf("rule %s: unique entries of %q: %w", u.rule.Name, key, d.err))
+	}
+	return out, true
 }
 
-func (u *unique) add(e *uniqueEntry) {
-	u.entries[e.Key] = append(u.entries[e.Key], e)
-	heap.Push(&u.expiry, e)
-	u.n++
+func (u *unique) putEntries(key string, list []trigger, absent bool) {
+	if len(list) == 0 {
+		u.p.del(u.entriesKey(key))
+		return
+	}
+	var e enc
+	for i := range list {
+		e = e.trigger(&list[i])
+	}
+	u.p.put(u.entriesKey(key), e, absent)
 }
 
 func (u *unique) apply(m *match, now time.Time) {
-	list := u.entries[m.key]
+	list, existed := u.entries(m.key)
 	for _, e := range list {
 		if e.EventID == m.eventID {
 			return // the same event again: a redelivery, not a second effect
 		}
 	}
-	e := &uniqueEntry{trigger: m.trigger(), gen: u.p.gen}
+	e := m.trigger()
 	u.events.Inc()
 	u.judged()
-	for _, o := range list {
+	for i := range list {
+		o := &list[i]
 		d := e.EventTime.Sub(o.EventTime)
 		if d < -u.spec.Window || d > u.spec.Window {
 			continue
 		}
-		dup, first := e, o
-		if e.before(o) {
-			dup, first = o, e
+		dup, first := &e, o
+		if before(&e, o) {
+			dup, first = o, &e
 		}
-		if u.ruleBase.open(dup.trigger, dup.EventTime, now, "duplicate of event "+first.EventID) != nil {
+		if u.ruleBase.open(*dup, dup.EventTime, now, "duplicate of event "+first.EventID) != nil {
 			u.duplicates.Inc()
 		}
 	}
-	u.add(e)
-	b, err := json.Marshal(e.trigger)
-	if err != nil {
-		panic(fmt.Sprintf("encode unique entry: %v", err))
-	}
-	u.p.put(uniqueKey(u.rule.Name, e.EventTime, e.Key, e.EventID), b)
+	u.putEntries(m.key, append(list, e), !existed)
+	u.p.put(u.expiryPrefix()+string(timeBytes(e.EventTime))+e.Key+"\x00"+e.EventID, nil, true)
+	u.n.add(1)
 }
 
 func (u *unique) advance(now time.Time) {
 	wm := u.computeWatermark(now)
 	// An entry older than the window behind the watermark can pair with no
-	// on-time event any more.
-	for u.expiry.Len() > 0 && u.expiry[0].EventTime.Add(u.spec.Window).Before(wm) {
-		e := heap.Pop(&u.expiry).(*uniqueEntry)
-		list := u.entries[e.Key]
-		for i, x := range list {
-			if x == e {
-				list = append(list[:i], list[i+1:]...)
-				break
+	// on-time event any more: expiry is a range scan of the time index.
+	prefix := u.expiryPrefix()
+	u.p.scan(prefix, prefix+string(timeBytes(wm.Add(-u.spec.Window))), func(k string, _ []byte) bool {
+		rest := k[len(prefix)+8:]
+		key, id, ok := cutLast(rest)
+		if !ok {
+			u.p.fail(fmt.Errorf("rule %s: corrupt expiry key %q", u.rule.Name, k))
+			return false
+		}
+		u.p.del(k)
+		list, _ := u.entries(key)
+		keep := list[:0]
+		for _, e := range list {
+			if e.EventID != id {
+				keep = append(keep, e)
 			}
 		}
-		if len(list) == 0 {
-			delete(u.entries, e.Key)
-		} else {
-			u.entries[e.Key] = list
-		}
-		u.n--
-		u.p.remove(uniqueKey(u.rule.Name, e.EventTime, e.Key, e.EventID), e.gen)
-	}
-	u.pendingGauge.Set(float64(u.n))
-}
-
-type uniqueQueue []*uniqueEntry
-
-func (q uniqueQueue) Len() int           { return len(q) }
-func (q uniqueQueue) Less(i, j int) bool { return q[i].before(q[j]) }
-func (q uniqueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *uniqueQueue) Push(x any)        { *q = append(*q, x.(*uniqueEntry)) }
-func (q *uniqueQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
+		u.putEntries(key, keep, false)
+		u.n.add(-1)
+		return true
+	})
+	u.pendingGauge.Set(float64(u.n.n))
 }

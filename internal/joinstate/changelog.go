@@ -53,7 +53,7 @@ func (s *Store) metaKey(k []byte) ([]byte, error) {
 func (s *Store) WipePartition(partition int32, topics []string) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, prefix := range []string{"r/", "v/", "w/", "t/"} {
+	for _, prefix := range []string{"r/", "v/", "w/", "t/", "i/"} {
 		p := stateKey(partition, prefix)
 		err := s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})

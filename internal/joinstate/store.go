@@ -4,6 +4,7 @@
 package joinstate
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -131,7 +132,9 @@ func offsetKey(topic string, partition int32) []byte {
 	return b
 }
 
-// Snapshot returns a view of one partition's state for engine.NewPartition.
+// Snapshot returns one partition's state as the engine reads it: point
+// reads and ordered range scans straight from Badger (its block and index
+// caches are the read cache), each reflecting every commit before it.
 func (s *Store) Snapshot(partition int32) engine.Snapshot {
 	return snapshot{db: s.db, partition: partition}
 }
@@ -141,28 +144,71 @@ type snapshot struct {
 	partition int32
 }
 
-func (sn snapshot) Scan(prefix string, fn func(key string, value []byte) error) error {
-	if len(prefix) < 2 {
-		return fmt.Errorf("scan prefix %q is shorter than a key type", prefix)
+func (sn snapshot) Get(key string) ([]byte, bool, error) {
+	if len(key) < 2 {
+		return nil, false, fmt.Errorf("state key %q is shorter than a key type", key)
 	}
-	p := stateKey(sn.partition, prefix)
-	return sn.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 100})
+	var out []byte
+	found := false
+	err := sn.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(stateKey(sn.partition, key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		out, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read state %q of partition %d: %w", key, sn.partition, err)
+	}
+	return out, found, nil
+}
+
+// Scan visits [start, end) of the partition. A range stays inside the key
+// type of start: an empty end, or one of another type, ends with that type.
+func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
+	if len(start) < 2 {
+		return fmt.Errorf("scan start %q is shorter than a key type", start)
+	}
+	lo := stateKey(sn.partition, start)
+	var hi []byte
+	if len(end) >= 2 && end[:2] == start[:2] {
+		hi = stateKey(sn.partition, end)
+	} else {
+		hi = []byte(engine.PrefixEnd(string(stateKey(sn.partition, start[:2]))))
+	}
+	prefix := stateKey(sn.partition, start[:2])
+	err := sn.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+		for it.Seek(lo); it.Valid(); it.Next() {
 			item := it.Item()
 			k := item.Key()
-			v, err := item.ValueCopy(nil)
+			if bytes.Compare(k, hi) >= 0 {
+				return nil
+			}
+			var stop bool
+			err := item.Value(func(v []byte) error {
+				stop = !fn(string(k[:2])+string(k[6:]), v)
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			key := string(k[:2]) + string(k[6:])
-			if err := fn(key, v); err != nil {
-				return err
+			if stop {
+				return nil
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("scan state of partition %d: %w", sn.partition, err)
+	}
+	return nil
 }
 
 // PartitionDelta is one partition's changes and the input offsets they
@@ -251,6 +297,11 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync state: %w", err)
+	}
+	for _, pd := range deltas {
+		if pd.Delta != nil {
+			pd.Delta.MarkDurable()
+		}
 	}
 	return nil
 }

@@ -37,12 +37,12 @@ func TestCommitIsDurableAndPartitioned(t *testing.T) {
 	}
 	defer s.Close()
 	got := map[string]string{}
-	err = s.Snapshot(1).Scan("r/", func(k string, v []byte) error { got[k] = string(v); return nil })
+	err = engine.ScanPrefix(s.Snapshot(1), "r/", func(k string, v []byte) error { got[k] = string(v); return nil })
 	if err != nil || len(got) != 1 || got["r/a/x"] != "1" {
 		t.Fatalf("partition 1 state = %v, %v", got, err)
 	}
 	got = map[string]string{}
-	_ = s.Snapshot(2).Scan("r/", func(k string, v []byte) error { got[k] = string(v); return nil })
+	_ = engine.ScanPrefix(s.Snapshot(2), "r/", func(k string, v []byte) error { got[k] = string(v); return nil })
 	if len(got) != 0 {
 		t.Fatalf("partition 2 state after delete = %v", got)
 	}

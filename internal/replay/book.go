@@ -47,7 +47,7 @@ type book struct {
 func (b *book) load(snap engine.Snapshot) error {
 	b.read, b.failed, b.dead, b.examples = map[string]int64{}, map[string]string{}, map[deadKey]int64{}, map[deadKey]int{}
 	b.newEntities, b.newExamples = map[string]struct{}{}, map[string]string{}
-	return snap.Scan("x/", func(key string, v []byte) error {
+	return engine.ScanPrefix(snap, "x/", func(key string, v []byte) error {
 		switch {
 		case key == keyClock:
 			if len(v) != 8 {
@@ -126,7 +126,7 @@ func (b *book) committed() {
 // scanEntities counts, per rule, the distinct entities checked on a
 // partition.
 func scanEntities(snap engine.Snapshot, counts map[string]int) error {
-	return snap.Scan(keyEntity, func(key string, _ []byte) error {
+	return engine.ScanPrefix(snap, keyEntity, func(key string, _ []byte) error {
 		rule, _, ok := strings.Cut(key[len(keyEntity):], "\x00")
 		if ok {
 			counts[rule]++
@@ -146,7 +146,7 @@ type example struct {
 // order per topic and reason.
 func scanExamples(snap engine.Snapshot) ([]example, error) {
 	var out []example
-	err := snap.Scan(keyExample, func(key string, v []byte) error {
+	err := engine.ScanPrefix(snap, keyExample, func(key string, v []byte) error {
 		parts := strings.SplitN(key[len(keyExample):], "\x00", 3)
 		if len(parts) != 3 {
 			return nil

@@ -128,7 +128,7 @@ func FuzzEventExpr(f *testing.F) {
 	f.Add(rec("ledger", `{"entry_id":"\u0000","payment_id":"\ud800","occurred_at":"0001-01-01T00:00:00Z"}`))
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		snap := engine.MemSnapshot{}
+		snap := engine.NewMemSnapshot()
 		p, err := engine.NewPartition(0, rs, snap, nil, nil, start)
 		if err != nil {
 			t.Fatal(err)

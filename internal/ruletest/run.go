@@ -101,7 +101,7 @@ type harness struct {
 	f       *File
 	parts   map[int32]*engine.Partition
 	ids     []int32
-	snaps   map[int32]engine.MemSnapshot
+	snaps   map[int32]*engine.MemSnapshot
 	offsets map[string]int64
 	now     time.Duration
 	dead    []deadLetter
@@ -114,13 +114,13 @@ type deadLetter struct {
 
 func (f *File) run(rs *rules.RuleSet, t *Test) TestResult {
 	res := TestResult{Name: t.Name, Pos: t.Pos}
-	h := &harness{f: f, parts: map[int32]*engine.Partition{}, snaps: map[int32]engine.MemSnapshot{}, offsets: map[string]int64{}}
+	h := &harness{f: f, parts: map[int32]*engine.Partition{}, snaps: map[int32]*engine.MemSnapshot{}, offsets: map[string]int64{}}
 	ids := map[int32]bool{0: true}
 	for _, in := range t.Input {
 		ids[in.Partition] = true
 	}
 	for id := range ids {
-		snap := engine.MemSnapshot{}
+		snap := engine.NewMemSnapshot()
 		p, err := engine.NewPartition(id, rs, snap, nil, nil, f.Start)
 		if err != nil {
 			res.Failures = append(res.Failures, fmt.Sprintf("partition %d: %v", id, err))

@@ -1,0 +1,60 @@
+package engine
+
+import (
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// Secondary keys of violations, written with the violation in the same
+// delta (so the changelog carries them too). Each is empty-valued and ends
+// in the violation id; the API walks them in key order instead of scanning
+// every violation:
+//
+//	i/s/<rule>\x00<state>\x00<detected_at><id>   by rule and state, detection order
+//	i/c/<customer>\x00<detected_at><id>          by customer, detection order
+//	i/d/<detected_at><id>                        every violation, detection order
+//	i/e/<resolved_at><id>                        resolved ones, for retention
+const (
+	IndexByRuleState = prefixIndex + "s/"
+	IndexByCustomer  = prefixIndex + "c/"
+	IndexByDetected  = prefixIndex + "d/"
+	indexResolved    = prefixIndex + "e/"
+	// PrefixViolation is the key prefix of violation records (v/<id>).
+	PrefixViolation = prefixViolation
+)
+
+// RuleStatePrefix is the prefix of the rule-and-state index for one rule
+// and state; state "" means every state of the rule.
+func RuleStatePrefix(rule string, state violation.State) string {
+	if state == "" {
+		return IndexByRuleState + rule + "\x00"
+	}
+	return IndexByRuleState + rule + "\x00" + string(state) + "\x00"
+}
+
+// CustomerPrefix is the prefix of the customer index for one customer.
+func CustomerPrefix(customer string) string { return IndexByCustomer + customer + "\x00" }
+
+// IndexKeys returns the secondary keys of v.
+func IndexKeys(v *violation.Violation) []string {
+	at := string(timeBytes(v.DetectedAt)) + v.ID
+	keys := []string{
+		RuleStatePrefix(v.Rule, v.State) + at,
+		IndexByDetected + at,
+	}
+	if v.Customer != "" {
+		keys = append(keys, CustomerPrefix(v.Customer)+at)
+	}
+	if v.State == violation.Resolved && v.ResolvedAt != nil {
+		keys = append(keys, indexResolved+string(timeBytes(*v.ResolvedAt))+v.ID)
+	}
+	return keys
+}
+
+// IndexEntry splits the tail of a detection-ordered index key (what follows
+// the prefix) into detection time and violation id.
+func IndexEntry(tail string) (detectedAtNanos int64, id string, ok bool) {
+	if len(tail) < 8 {
+		return 0, "", false
+	}
+	return bytesTime([]byte(tail[:8])).UnixNano(), tail[8:], true
+}
