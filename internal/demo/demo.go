@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -498,23 +498,7 @@ func waitBlind(ctx context.Context, m *monitor.Monitor, stream string) error {
 }
 
 func fetchViolations(ctx context.Context, addr string) ([]violation.Violation, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/violations?state=all&limit=10000000", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("violations API: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("violations API: %s", resp.Status)
-	}
-	var list server.ViolationList
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return nil, fmt.Errorf("violations API: %w", err)
-	}
-	return list.Violations, nil
+	return server.FetchViolations(ctx, nil, "http://"+addr, url.Values{"state": {"all"}})
 }
 
 // delays computes per rule the event-time detection delay percentiles of

@@ -25,6 +25,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1430,20 +1431,5 @@ func (m *groupMember) unsettled(rules, topics []string, partitions int32, after 
 }
 
 func (m *groupMember) violations() ([]violation.Violation, error) {
-	resp, err := httpClient.Get("http://" + m.addr + "/api/v1/violations?state=all&limit=100000")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("violations API: %s", resp.Status)
-	}
-	var list server.ViolationList
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		return nil, err
-	}
-	if list.Total != len(list.Violations) {
-		return nil, fmt.Errorf("violations API listed %d of %d", len(list.Violations), list.Total)
-	}
-	return list.Violations, nil
+	return server.FetchViolations(context.Background(), httpClient, "http://"+m.addr, url.Values{"state": {"all"}})
 }

@@ -5,9 +5,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,17 +204,12 @@ func (m *monitorProc) violations(t *testing.T) map[string]string {
 
 func (m *monitorProc) violationsFor(t *testing.T, rule string) map[string]string {
 	t.Helper()
-	resp, err := http.Get("http://" + m.http + "/api/v1/violations?rule=" + rule)
+	list, err := server.FetchViolations(context.Background(), nil, "http://"+m.http, url.Values{"rule": {rule}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var list server.ViolationList
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, v := range list.Violations {
+	for _, v := range list {
 		if _, dup := out[v.Key]; dup {
 			t.Errorf("violation for %s listed twice", v.Key)
 		}

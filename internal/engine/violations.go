@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -9,9 +11,9 @@ import (
 // in the violation id; the API walks them in key order instead of scanning
 // every violation:
 //
-//	i/s/<rule>\x00<state>\x00<detected_at><id>   by rule and state, detection order
-//	i/c/<customer>\x00<detected_at><id>          by customer, detection order
-//	i/d/<detected_at><id>                        every violation, detection order
+//	i/s/<rule>\x00<state>\x00<detected_at inverted><id>   by rule and state, detection order
+//	i/c/<customer>\x00<detected_at inverted><id>          by customer, detection order
+//	i/d/<detected_at inverted><id>                        every violation, detection order
 //	i/e/<resolved_at><id>                        resolved ones, for retention
 const (
 	IndexByRuleState = prefixIndex + "s/"
@@ -34,9 +36,19 @@ func RuleStatePrefix(rule string, state violation.State) string {
 // CustomerPrefix is the prefix of the customer index for one customer.
 func CustomerPrefix(customer string) string { return IndexByCustomer + customer + "\x00" }
 
+// DetectedOrder encodes a detection time so that later times sort first:
+// the index keys list the newest violations first.
+func DetectedOrder(t time.Time) []byte {
+	b := timeBytes(t)
+	for i := range b {
+		b[i] = ^b[i]
+	}
+	return b
+}
+
 // IndexKeys returns the secondary keys of v.
 func IndexKeys(v *violation.Violation) []string {
-	at := string(timeBytes(v.DetectedAt)) + v.ID
+	at := string(DetectedOrder(v.DetectedAt)) + v.ID
 	keys := []string{
 		RuleStatePrefix(v.Rule, v.State) + at,
 		IndexByDetected + at,
@@ -48,13 +60,4 @@ func IndexKeys(v *violation.Violation) []string {
 		keys = append(keys, indexResolved+string(timeBytes(*v.ResolvedAt))+v.ID)
 	}
 	return keys
-}
-
-// IndexEntry splits the tail of a detection-ordered index key (what follows
-// the prefix) into detection time and violation id.
-func IndexEntry(tail string) (detectedAtNanos int64, id string, ok bool) {
-	if len(tail) < 8 {
-		return 0, "", false
-	}
-	return bytesTime([]byte(tail[:8])).UnixNano(), tail[8:], true
 }

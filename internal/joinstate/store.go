@@ -7,10 +7,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -360,33 +358,23 @@ func (f Filter) match(v *violation.Violation) bool {
 		(f.Until.IsZero() || v.DetectedAt.Before(f.Until))
 }
 
-// Violations lists the durable violations of every partition that match f,
-// newest detection first.
+// Violations lists every durable violation that matches f, newest
+// detection first. It reads them all: for tools and start-up, not for the
+// API (ViolationPage).
 func (s *Store) Violations(f Filter) ([]violation.Violation, error) {
 	var out []violation.Violation
-	err := s.db.View(func(txn *badger.Txn) error {
-		p := []byte("v/")
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 100})
-		defer it.Close()
-		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
-			var v violation.Violation
-			err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) })
-			if err != nil {
-				return fmt.Errorf("decode violation %q: %w", it.Item().Key(), err)
-			}
-			if f.match(&v) {
-				out = append(out, v)
-			}
+	q := Query{Filter: f, Limit: MaxPageSize}
+	for {
+		page, err := s.ViolationPage(q)
+		if err != nil {
+			return out, err
 		}
-		return nil
-	})
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].DetectedAt.Equal(out[j].DetectedAt) {
-			return out[i].DetectedAt.After(out[j].DetectedAt)
+		out = append(out, page.Violations...)
+		if page.Next == "" {
+			return out, nil
 		}
-		return out[i].ID < out[j].ID
-	})
-	return out, err
+		q.After = page.Next
+	}
 }
 
 // RunGC reclaims value-log space until ctx ends. Badger does not do it by

@@ -17,8 +17,12 @@ func TestCommitIsDurableAndPartitioned(t *testing.T) {
 	}
 	v := violation.Violation{ID: "v1", Rule: "r", State: violation.Open, DetectedAt: time.Unix(100, 0).UTC()}
 	vb, _ := json.Marshal(v)
+	ops := map[string]engine.Op{"r/a/x": {Value: []byte("1")}, "v/v1": {Value: vb}}
+	for _, k := range engine.IndexKeys(&v) {
+		ops[k] = engine.Op{Value: []byte{}}
+	}
 	err = s.Commit(
-		PartitionDelta{Partition: 1, Delta: &engine.Delta{Ops: map[string]engine.Op{"r/a/x": {Value: []byte("1")}, "v/v1": {Value: vb}}}, Offsets: map[string]int64{"payments": 41}},
+		PartitionDelta{Partition: 1, Delta: &engine.Delta{Ops: ops}, Offsets: map[string]int64{"payments": 41}},
 		PartitionDelta{Partition: 2, Delta: &engine.Delta{Ops: map[string]engine.Op{"r/a/y": {Value: []byte("2")}}}, Offsets: map[string]int64{"payments": 7}},
 	)
 	if err != nil {

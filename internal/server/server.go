@@ -5,7 +5,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -73,77 +76,109 @@ func New(src Sources) http.Handler {
 	return mux
 }
 
-// ViolationList is the response of GET /api/v1/violations.
+// ViolationList is the response of GET /api/v1/violations: one page, newest
+// detection first.
 type ViolationList struct {
 	Violations []violation.Violation `json:"violations"`
-	// Total counts every match; Violations holds at most limit of them.
-	Total int `json:"total"`
-	// NextOffset, when set, fetches the next page.
-	NextOffset *int `json:"next_offset,omitempty"`
+	// Next, when set, is the cursor of the next page: pass it as ?next=.
+	Next string `json:"next,omitempty"`
 }
 
+// maxQueryValue bounds every string parameter: names and ids are short.
+const maxQueryValue = 512
+
+// violations serves one page of violations. Every parameter is validated:
+// a bad one is a 400 that says which and why, never a panic or a scan.
 func (s Sources) violations(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := joinstate.Filter{Rule: q.Get("rule"), Customer: q.Get("customer"), Key: q.Get("key"), IDMatch: s.Minimize.Matches}
-	switch st := q.Get("state"); st {
-	case "", "all":
-	case "open", "resolved":
-		f.State = violation.State(st)
-	default:
-		writeError(w, http.StatusBadRequest, "state must be open, resolved or all")
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed query string: "+err.Error())
 		return
 	}
-	var err error
-	if f.Since, err = parseTime(q.Get("since")); err != nil {
-		writeError(w, http.StatusBadRequest, "since: "+err.Error())
+	q, err := parseViolationQuery(values)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if f.Until, err = parseTime(q.Get("until")); err != nil {
-		writeError(w, http.StatusBadRequest, "until: "+err.Error())
+	if s.Minimize.Active() {
+		q.IDMatch = s.Minimize.Matches
+	}
+	page, err := s.Store.ViolationPage(q)
+	if errors.Is(err, joinstate.ErrBadCursor) {
+		writeError(w, http.StatusBadRequest, "next: not a cursor returned by this API")
 		return
 	}
-	limit, offset := 1000, 0
-	if v := q.Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 {
-			writeError(w, http.StatusBadRequest, "limit must be a positive integer")
-			return
-		}
-	}
-	if v := q.Get("offset"); v != "" {
-		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
-			writeError(w, http.StatusBadRequest, "offset must be a non-negative integer")
-			return
-		}
-	}
-	all, err := s.Store.Violations(f)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	resp := ViolationList{Total: len(all), Violations: []violation.Violation{}}
-	if offset < len(all) {
-		end := min(len(all), offset+limit)
-		resp.Violations = s.Minimize.Violations(all[offset:end])
-		if end < len(all) {
-			resp.NextOffset = &end
-		}
+	resp := ViolationList{Violations: s.Minimize.Violations(page.Violations), Next: page.Next}
+	if resp.Violations == nil {
+		resp.Violations = []violation.Violation{}
 	}
 	writeJSON(w, resp)
 }
 
+// parseViolationQuery reads rule, state, customer, key, since, until, limit
+// and next. Unknown parameters are errors, so a typo is not a silent "all".
+func parseViolationQuery(v url.Values) (joinstate.Query, error) {
+	var q joinstate.Query
+	for name, vals := range v {
+		switch name {
+		case "rule", "state", "customer", "key", "since", "until", "limit", "next":
+		case "offset":
+			return q, fmt.Errorf("offset is not supported: follow the next cursor of each page")
+		default:
+			return q, fmt.Errorf("unknown parameter %q (use rule, state, customer, key, since, until, limit, next)", name)
+		}
+		if len(vals) > 1 {
+			return q, fmt.Errorf("%s: given %d times", name, len(vals))
+		}
+		if len(vals[0]) > maxQueryValue {
+			return q, fmt.Errorf("%s: longer than %d bytes", name, maxQueryValue)
+		}
+	}
+	q.Rule, q.Customer, q.Key, q.After = v.Get("rule"), v.Get("customer"), v.Get("key"), v.Get("next")
+	switch st := v.Get("state"); st {
+	case "", "all":
+	case "open", "resolved":
+		q.State = violation.State(st)
+	default:
+		return q, fmt.Errorf("state must be open, resolved or all")
+	}
+	var err error
+	if q.Since, err = parseTime(v.Get("since")); err != nil {
+		return q, fmt.Errorf("since: %w", err)
+	}
+	if q.Until, err = parseTime(v.Get("until")); err != nil {
+		return q, fmt.Errorf("until: %w", err)
+	}
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > joinstate.MaxPageSize {
+			return q, fmt.Errorf("limit must be an integer from 1 to %d", joinstate.MaxPageSize)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
 func (s Sources) violation(w http.ResponseWriter, r *http.Request) {
-	all, err := s.Store.Violations(joinstate.Filter{})
+	id := r.PathValue("id")
+	if len(id) > maxQueryValue {
+		writeError(w, http.StatusBadRequest, "id: too long")
+		return
+	}
+	v, err := s.Store.Violation(id)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	for _, v := range all {
-		if v.ID == r.PathValue("id") {
-			writeJSON(w, s.Minimize.Violation(v))
-			return
-		}
+	if v == nil {
+		writeError(w, http.StatusNotFound, "no violation with that id")
+		return
 	}
-	writeError(w, http.StatusNotFound, "no violation with that id")
+	writeJSON(w, s.Minimize.Violation(*v))
 }
 
 // RuleInfo describes a loaded rule in GET /api/v1/rules.
@@ -189,7 +224,14 @@ func parseTime(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	return time.Parse(time.RFC3339Nano, s)
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return t, fmt.Errorf("not an RFC 3339 time")
+	}
+	if t.Year() < 1970 || t.Year() > 9999 {
+		return t, fmt.Errorf("out of range")
+	}
+	return t, nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
