@@ -104,7 +104,82 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open state dir %q: %w", dir, err)
 	}
+	if err := checkFormat(db, dir); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return &Store{db: db, log: log}, nil
+}
+
+// formatKey records the engine's state format (engine.StateFormat) in the
+// state directory.
+var formatKey = []byte("meta/format")
+
+// FormatError is returned by Open for a state directory written in another
+// state format than this build's.
+type FormatError struct {
+	Dir       string
+	Found     int // 1 for a directory from before the format was recorded
+	Supported int
+}
+
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("state dir %q holds state format %d; this monitor reads format %d only: "+
+		"start it with an empty state dir (with kafka.changelog enabled the state is rebuilt from the changelog "+
+		"only if the changelog was written by this format too, so otherwise re-read the input from its retention)",
+		e.Dir, e.Found, e.Supported)
+}
+
+// checkFormat refuses a state directory of another format and stamps a new
+// one. A directory without the stamp but with engine state is format 1.
+func checkFormat(db *badger.DB, dir string) error {
+	found := 0
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(formatKey)
+		if err == nil {
+			return item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("corrupt state format marker")
+				}
+				found = int(binary.BigEndian.Uint64(v))
+				return nil
+			})
+		}
+		if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		for _, prefix := range []string{"r/", "v/", "t/", "w/"} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+			it.Rewind()
+			old := it.Valid()
+			it.Close()
+			if old {
+				found = 1
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state dir %q: read format: %w", dir, err)
+	}
+	switch found {
+	case engine.StateFormat:
+		return nil
+	case 0:
+		err := db.Update(func(txn *badger.Txn) error {
+			return txn.Set(formatKey, binary.BigEndian.AppendUint64(nil, engine.StateFormat))
+		})
+		if err == nil {
+			err = db.Sync()
+		}
+		if err != nil {
+			return fmt.Errorf("state dir %q: record format: %w", dir, err)
+		}
+		return nil
+	default:
+		return &FormatError{Dir: dir, Found: found, Supported: engine.StateFormat}
+	}
 }
 
 // DB returns the underlying database, for packages that keep their own

@@ -2,8 +2,12 @@ package joinstate
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/violation"
@@ -109,4 +113,37 @@ func TestOutboxQueuesChangesWithTheirCommit(t *testing.T) {
 	if again, _ := s.MemberID(); again != id || id == "" {
 		t.Fatalf("member id %q then %q", id, again)
 	}
+}
+
+// A state directory written by the earlier state format (no marker, engine
+// keys present) is refused with a message that says what to do, not misread.
+func TestOpenRefusesAnotherStateFormat(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte("r/\x00\x00\x00\x01"), "rule/d/x"...), []byte(`{"key":"p1"}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(dir, Options{}, nil)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Found != 1 || !strings.Contains(err.Error(), "empty state dir") {
+		t.Fatalf("open of a format-1 dir: %v", err)
+	}
+	// A new directory is stamped and opens again.
+	dir = t.TempDir()
+	s, err := Open(dir, Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(dir, Options{}, nil); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	s.Close()
 }
