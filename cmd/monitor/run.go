@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -39,6 +40,7 @@ func runCmd() *cobra.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
+			setMemoryLimit(cfg.State.CacheSize, log)
 			m, err := monitor.New(cmd.Context(), monitor.Options{Config: cfg, Logger: log})
 			if err != nil {
 				return err
@@ -88,6 +90,8 @@ func runCmd() *cobra.Command {
 	f.DurationVar(&cfg.Kafka.ProduceTimeout, "kafka.produce-timeout", cfg.Kafka.ProduceTimeout, "how long a batch waits for its dead letters and changelog to be acknowledged before the member stops")
 	f.DurationVar(&cfg.EventTime.MaxFuture, "event-time.max-future", 0, "dead-letter events stamped further than this ahead of the clock (0: off)")
 	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "Badger state directory")
+	f.Var(&cfg.State.CacheSize, "state.cache-size", "memory of the state: Badger memtables and caches (default 256MiB, minimum 24MiB); the Go memory limit follows it")
+	f.DurationVar(&cfg.State.ViolationRetention, "state.violation-retention", cfg.State.ViolationRetention, "how long resolved violations are kept (their ids as long again)")
 	f.StringSliceVar(&cfg.RuleFiles, "rule-files", nil, "rule file globs, comma-separated")
 	f.StringVar(&cfg.HTTP.Listen, "http.listen", cfg.HTTP.Listen, "HTTP listen address for /metrics, health and API")
 	f.StringVar(&cfg.HTTP.ExternalURL, "http.external-url", cfg.HTTP.ExternalURL, "URL users reach the monitor at (alert links)")
@@ -125,6 +129,8 @@ func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
 	set("kafka.produce-timeout", func() { dst.Kafka.ProduceTimeout = flags.Kafka.ProduceTimeout })
 	set("event-time.max-future", func() { dst.EventTime.MaxFuture = flags.EventTime.MaxFuture })
 	set("state-dir", func() { dst.StateDir = flags.StateDir })
+	set("state.cache-size", func() { dst.State.CacheSize = flags.State.CacheSize })
+	set("state.violation-retention", func() { dst.State.ViolationRetention = flags.State.ViolationRetention })
 	set("rule-files", func() { dst.RuleFiles = flags.RuleFiles })
 	set("http.listen", func() { dst.HTTP.Listen = flags.HTTP.Listen })
 	set("http.external-url", func() { dst.HTTP.ExternalURL = flags.HTTP.ExternalURL })
@@ -134,4 +140,20 @@ func applyFlags(cmd *cobra.Command, dst, flags *config.Config) {
 	set("alertmanager.resend-interval", func() { dst.Alertmanager.ResendInterval = flags.Alertmanager.ResendInterval })
 	set("schema-registry.url", func() { dst.SchemaRegistry.URLs = flags.SchemaRegistry.URLs })
 	set("slo.prometheus-url", func() { dst.SLO.PrometheusURL = flags.SLO.PrometheusURL })
+}
+
+// memoryHeadroom is what the monitor needs beside the state's caches: the
+// batch in flight, decoding, the Kafka client's buffers, the HTTP server.
+const memoryHeadroom = 192 << 20
+
+// setMemoryLimit makes the Go runtime collect harder as the process nears
+// state.cache_size plus the headroom, unless GOMEMLIMIT says otherwise: the
+// state's caches are the bulk of the heap, so memory is what was configured.
+func setMemoryLimit(cacheSize config.ByteSize, log *zap.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := int64(cacheSize) + memoryHeadroom
+	debug.SetMemoryLimit(limit)
+	log.Info("memory limit set from state.cache_size", zap.String("limit", config.ByteSize(limit).String()))
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	promconfig "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
 
@@ -28,6 +29,8 @@ type Config struct {
 	Kafka Kafka `yaml:"kafka"`
 	// StateDir holds the Badger state. Default "./invmon-state".
 	StateDir string `yaml:"state_dir"`
+	// State sizes the state's memory and keeps resolved violations.
+	State State `yaml:"state"`
 	// RuleFiles are globs of rule files. Required.
 	RuleFiles    []string     `yaml:"rule_files"`
 	HTTP         HTTP         `yaml:"http"`
@@ -55,6 +58,54 @@ type SchemaRegistry struct {
 	// without authentication, following redirects.
 	HTTP promconfig.HTTPClientConfig `yaml:",inline"`
 }
+
+// State configures the Badger state.
+type State struct {
+	// CacheSize bounds the state's memory: Badger's memtables, block cache
+	// and index cache (the engine keeps no state of its own beyond the batch
+	// in flight). Also sets the Go memory limit (GOMEMLIMIT, unless set) to
+	// CacheSize + 192 MiB. Bytes, or with a unit ("256MiB"). Default 256MiB,
+	// for a process of about 512 MiB; minimum 24MiB.
+	CacheSize ByteSize `yaml:"cache_size"`
+	// ViolationRetention is how long a resolved violation is kept after its
+	// resolution; open ones are kept until resolved. Its id is remembered as
+	// long again, so a trigger re-read in that time does not record it anew.
+	// Default 720h (30 days).
+	ViolationRetention time.Duration `yaml:"violation_retention"`
+}
+
+// MinCacheSize is the smallest state.cache_size.
+const MinCacheSize = 24 << 20
+
+// ByteSize is a size in bytes that YAML may give with a unit (KiB, MiB, GiB,
+// kB, MB, GB).
+type ByteSize int64
+
+// UnmarshalYAML reads "268435456", "256MiB" or "256 MB".
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := humanize.ParseBytes(n.Value)
+	if err != nil || v > 1<<50 {
+		return fmt.Errorf("line %d: %q is not a size (use bytes or a unit: 256MiB)", n.Line, n.Value)
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// String prints the size with a binary unit.
+func (b ByteSize) String() string { return humanize.IBytes(uint64(b)) }
+
+// Set parses a flag value.
+func (b *ByteSize) Set(s string) error {
+	v, err := humanize.ParseBytes(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a size (use bytes or a unit: 256MiB)", s)
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+// Type names the flag type.
+func (b *ByteSize) Type() string { return "size" }
 
 // EventTime bounds the event times the monitor accepts. A record whose event
 // time (or a deadline it sets) falls outside is a dead letter with reason
@@ -306,6 +357,7 @@ func Defaults() Config {
 	return Config{
 		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute},
 		StateDir: "./invmon-state",
+		State:    State{CacheSize: 256 << 20, ViolationRetention: 30 * 24 * time.Hour},
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
@@ -401,6 +453,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: rule_files is required")
 	case c.StateDir == "":
 		return fmt.Errorf("config: state_dir is required")
+	case c.State.CacheSize < MinCacheSize:
+		return fmt.Errorf("config: state.cache_size %s is below the minimum %s", c.State.CacheSize, ByteSize(MinCacheSize))
+	case c.State.ViolationRetention <= 0:
+		return fmt.Errorf("config: state.violation_retention must be positive")
 	case c.Alertmanager.ResendInterval <= 0:
 		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
 	case c.Kafka.ProduceTimeout < 0:

@@ -66,6 +66,9 @@ type Config struct {
 	// them is a dead letter with reason bad_time. Default
 	// engine.DefaultTimeBounds.
 	TimeBounds engine.TimeBounds
+	// ViolationRetention is how long resolved violations are kept (their
+	// ids as long again). Default engine.DefaultViolationRetention.
+	ViolationRetention time.Duration
 	// Opts are extra franz-go options such as TLS and SASL.
 	Opts []kgo.Opt
 	// Now is the clock. Default time.Now.
@@ -738,6 +741,7 @@ func (c *Consumer) newEngine(id int32, now time.Time) (*engine.Partition, error)
 		return nil, err
 	}
 	eng.SetTimeBounds(c.cfg.TimeBounds)
+	eng.SetViolationRetention(c.cfg.ViolationRetention)
 	return eng, nil
 }
 

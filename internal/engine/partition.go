@@ -107,6 +107,9 @@ type Partition struct {
 	inflight []*Delta
 	counters []*counter
 	err      error
+	// retention is how long resolved violations are kept (and their ids
+	// after that); DefaultViolationRetention unless set.
+	retention time.Duration
 	// matches is reused per record to keep allocations off the per-event path.
 	matches []match
 	// bounds is the accepted event-time range.
@@ -181,18 +184,19 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		log = zap.NewNop()
 	}
 	p := &Partition{
-		id:      id,
-		dec:     rules.NewDecoder(set),
-		idLabel: strconv.Itoa(int(id)),
-		set:     set,
-		metrics: metrics,
-		log:     log.With(zap.Int32("partition", id)),
-		routes:  map[string][]*route{},
-		streams: map[string]*streamState{},
-		tables:  map[string]*table{},
-		snap:    snap,
-		delta:   &Delta{Ops: map[string]Op{}},
-		bounds:  DefaultTimeBounds(),
+		id:        id,
+		dec:       rules.NewDecoder(set),
+		idLabel:   strconv.Itoa(int(id)),
+		set:       set,
+		metrics:   metrics,
+		log:       log.With(zap.Int32("partition", id)),
+		routes:    map[string][]*route{},
+		streams:   map[string]*streamState{},
+		tables:    map[string]*table{},
+		snap:      snap,
+		delta:     &Delta{Ops: map[string]Op{}},
+		bounds:    DefaultTimeBounds(),
+		retention: DefaultViolationRetention,
 	}
 	for name, s := range set.Streams {
 		p.streams[name] = &streamState{
@@ -439,6 +443,7 @@ func (p *Partition) Advance(now time.Time) {
 	for _, ev := range p.evaluators {
 		ev.advance(now)
 	}
+	p.expireViolations(now)
 }
 
 // Watermark returns the event-time watermark of a rule on this partition;
@@ -516,8 +521,8 @@ func (p *Partition) TakeDelta() *Delta {
 // getViolation reads a recorded violation; nil when there is none.
 func (p *Partition) getViolation(id string) *violation.Violation {
 	b, ok := p.get(prefixViolation + id)
-	if !ok {
-		return nil
+	if !ok || len(b) == 0 {
+		return nil // none, or an expired one's id (see expireViolations)
 	}
 	v := &violation.Violation{}
 	if err := json.Unmarshal(b, v); err != nil {
@@ -552,6 +557,9 @@ func (p *Partition) putViolation(v *violation.Violation, prev *violation.Violati
 func (p *Partition) Violations() []violation.Violation {
 	var out []violation.Violation
 	p.scan(prefixViolation, PrefixEnd(prefixViolation), func(_ string, b []byte) bool {
+		if len(b) == 0 {
+			return true // an expired violation's id
+		}
 		var v violation.Violation
 		if err := json.Unmarshal(b, &v); err != nil {
 			p.fail(fmt.Errorf("decode violation: %w", err))

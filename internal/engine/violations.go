@@ -15,11 +15,13 @@ import (
 //	i/c/<customer>\x00<detected_at inverted><id>          by customer, detection order
 //	i/d/<detected_at inverted><id>                        every violation, detection order
 //	i/e/<resolved_at><id>                        resolved ones, for retention
+//	i/g/<forget at><id>                          ids of expired ones, kept for dedup
 const (
 	IndexByRuleState = prefixIndex + "s/"
 	IndexByCustomer  = prefixIndex + "c/"
 	IndexByDetected  = prefixIndex + "d/"
 	indexResolved    = prefixIndex + "e/"
+	indexForget      = prefixIndex + "g/"
 	// PrefixViolation is the key prefix of violation records (v/<id>).
 	PrefixViolation = prefixViolation
 )
@@ -60,4 +62,50 @@ func IndexKeys(v *violation.Violation) []string {
 		keys = append(keys, indexResolved+string(timeBytes(*v.ResolvedAt))+v.ID)
 	}
 	return keys
+}
+
+// DefaultViolationRetention is how long a resolved violation is kept after
+// its resolution, by default.
+const DefaultViolationRetention = 30 * 24 * time.Hour
+
+// SetViolationRetention sets how long resolved violations are kept after
+// their resolution (by the clock passed to Advance); d <= 0 keeps the
+// default. After that the violation and its secondary keys are deleted, and
+// its id is kept for as long again: a trigger re-read within that dedup
+// horizon (a producer's retry, a replay of old input) finds the id and does
+// not record the violation a second time. Open violations are never
+// deleted.
+func (p *Partition) SetViolationRetention(d time.Duration) {
+	if d > 0 {
+		p.retention = d
+	}
+}
+
+// expireViolations deletes resolved violations past their retention and
+// forgets the ids of those expired a retention before: both are range scans
+// of time-ordered keys.
+func (p *Partition) expireViolations(now time.Time) {
+	if now.Year() < 1971 || now.Year() > 2200 {
+		return // no clock (a tool's zero time): nothing is judged old
+	}
+	p.scan(indexResolved, until(indexResolved, now.Add(-p.retention)), func(k string, _ []byte) bool {
+		id := k[len(indexResolved)+8:]
+		p.del(k)
+		v := p.getViolation(id)
+		if v == nil {
+			return true
+		}
+		for _, ik := range IndexKeys(v) {
+			p.del(ik)
+		}
+		// The record shrinks to its id: what dedup needs, nothing the API lists.
+		p.put(prefixViolation+id, []byte{}, false)
+		p.put(until(indexForget, now.Add(p.retention))+id, nil, true)
+		return true
+	})
+	p.scan(indexForget, until(indexForget, now), func(k string, _ []byte) bool {
+		p.del(k)
+		p.del(prefixViolation + k[len(indexForget)+8:])
+		return true
+	})
 }

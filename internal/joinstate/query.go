@@ -73,6 +73,9 @@ func (s *Store) Violation(id string) (*violation.Violation, error) {
 			if err != nil {
 				return err
 			}
+			if item.ValueSize() == 0 {
+				return nil // expired: only its id is kept, for dedup
+			}
 			v := &violation.Violation{}
 			if err := item.Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
 				return fmt.Errorf("decode violation %s: %w", id, err)

@@ -19,17 +19,23 @@ import (
 	"github.com/invmon/invmon/internal/violation"
 )
 
-// Options size Badger for the machine. The defaults suit a small machine
-// (2 cores, a few GiB for the monitor); raise the caches for large state.
+// Options size Badger for the machine.
 type Options struct {
-	// MemTableSize is the size of each in-memory table. Default 32 MiB.
+	// CacheSize bounds Badger's memory: two memtables of an eighth each
+	// (at most 64 MiB each), a block cache of half and an index cache (table
+	// indexes and bloom filters) of the rest. The engine reads through these
+	// caches and keeps no state of its own beyond the batch in flight.
+	// Default 256 MiB; below 24 MiB it is raised to 24 MiB. The fields below,
+	// when set, override their share.
+	CacheSize int64
+	// MemTableSize is the size of each in-memory table.
 	MemTableSize int64
 	// NumMemtables is how many memtables may be held before writes stall.
-	// Default 3.
+	// Default 2.
 	NumMemtables int
-	// BlockCacheSize caches decompressed table blocks. Default 64 MiB.
+	// BlockCacheSize caches decompressed table blocks.
 	BlockCacheSize int64
-	// IndexCacheSize caches table indexes and bloom filters. Default 32 MiB.
+	// IndexCacheSize caches table indexes and bloom filters.
 	IndexCacheSize int64
 	// NumCompactors is the number of compaction goroutines. Default 2.
 	NumCompactors int
@@ -37,18 +43,29 @@ type Options struct {
 	InMemory bool
 }
 
+// DefaultCacheSize is Options.CacheSize's default: a monitor of about
+// 512 MiB in all.
+const DefaultCacheSize = 256 << 20
+
+// MinCacheSize is the smallest Options.CacheSize.
+const MinCacheSize = 24 << 20
+
 func (o Options) withDefaults() Options {
-	if o.MemTableSize == 0 {
-		o.MemTableSize = 32 << 20
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
 	}
+	o.CacheSize = max(o.CacheSize, MinCacheSize)
 	if o.NumMemtables == 0 {
-		o.NumMemtables = 3
+		o.NumMemtables = 2
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = min(o.CacheSize/8, 64<<20)
 	}
 	if o.BlockCacheSize == 0 {
-		o.BlockCacheSize = 64 << 20
+		o.BlockCacheSize = o.CacheSize / 2
 	}
 	if o.IndexCacheSize == 0 {
-		o.IndexCacheSize = 32 << 20
+		o.IndexCacheSize = o.CacheSize - o.BlockCacheSize - int64(o.NumMemtables)*o.MemTableSize
 	}
 	if o.NumCompactors == 0 {
 		o.NumCompactors = 2
@@ -80,6 +97,10 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		WithIndexCacheSize(opts.IndexCacheSize).
 		WithNumCompactors(opts.NumCompactors).
 		WithNumLevelZeroTables(opts.NumMemtables).
+		// State values are small; the rare large one (a table entry of a
+		// big event) goes to the value log. Badger needs the threshold below
+		// its batch size, a fraction of the memtable, at the smallest cache.
+		WithValueThreshold(64 << 10).
 		// Commits are synced explicitly per batch (see Commit); syncing every
 		// write as well would only cost time.
 		WithSyncWrites(false).

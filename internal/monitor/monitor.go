@@ -163,7 +163,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	m.reg.MustRegister(m.reloadOK, m.reloadTime, m.inputLag)
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(opts.Now().Unix()))
-	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState}, m.log); err != nil {
+	if m.store, err = joinstate.Open(cfg.StateDir, joinstate.Options{InMemory: opts.InMemoryState, CacheSize: int64(cfg.State.CacheSize)}, m.log); err != nil {
 		return nil, err
 	}
 	if m.minimize.Active() {
@@ -206,21 +206,22 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		}
 	}
 	m.consumer, err = consumer.New(ctx, consumer.Config{
-		Brokers:        cfg.Kafka.Brokers,
-		Group:          cfg.Kafka.Group,
-		ClientID:       cfg.Kafka.ClientID,
-		DLQTopic:       cfg.Kafka.DLQTopic,
-		InstanceID:     cfg.Kafka.InstanceID,
-		Changelog:      cfg.Kafka.Changelog,
-		Feed:           cfg.Kafka.Changelog,
-		TickInterval:   opts.TickInterval,
-		ProduceTimeout: cfg.Kafka.ProduceTimeout,
-		TimeBounds:     engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
-		Opts:           m.kopts,
-		Now:            opts.Now,
-		Registerer:     m.reg,
-		OnCommit:       m.onCommit,
-		OnBlind:        m.onBlind,
+		Brokers:            cfg.Kafka.Brokers,
+		Group:              cfg.Kafka.Group,
+		ClientID:           cfg.Kafka.ClientID,
+		DLQTopic:           cfg.Kafka.DLQTopic,
+		InstanceID:         cfg.Kafka.InstanceID,
+		Changelog:          cfg.Kafka.Changelog,
+		Feed:               cfg.Kafka.Changelog,
+		TickInterval:       opts.TickInterval,
+		ProduceTimeout:     cfg.Kafka.ProduceTimeout,
+		TimeBounds:         engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
+		ViolationRetention: cfg.State.ViolationRetention,
+		Opts:               m.kopts,
+		Now:                opts.Now,
+		Registerer:         m.reg,
+		OnCommit:           m.onCommit,
+		OnBlind:            m.onBlind,
 	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
 	if err != nil {
 		return nil, err
