@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -13,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/invmon/invmon/internal/bench"
+	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/joinstate"
 )
 
 func benchCmd() *cobra.Command {
@@ -21,11 +24,19 @@ func benchCmd() *cobra.Command {
 		events     int
 		partitions int32
 		restore    int
+		state      bool
+		cacheSize  config.ByteSize = joinstate.DefaultCacheSize
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the monitor's end-to-end rate against a bare franz-go consumer on a real broker",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if state {
+				return benchState(events, int(partitions), int64(cacheSize))
+			}
+			if len(brokers) == 0 {
+				return fmt.Errorf("--brokers is required (or --state)")
+			}
 			ctx := cmd.Context()
 			prefix := fmt.Sprintf("bench-%d-", time.Now().UnixNano())
 			fmt.Fprintf(os.Stderr, "bench: producing %d events to %s on %v ...\n", events, prefix+"{payments,ledger}", brokers)
@@ -83,7 +94,8 @@ func benchCmd() *cobra.Command {
 	f.IntVar(&events, "events", 2_000_000, "events to produce and consume")
 	f.Int32Var(&partitions, "partitions", 4, "partitions per topic")
 	f.IntVar(&restore, "restore-entries", 1_000_000, "also time restoring a partition of this many state entries from the changelog (0 skips)")
-	_ = cmd.MarkFlagRequired("brokers")
+	f.BoolVar(&state, "state", false, "measure the state instead: the engine over Badger in this process (no Kafka), --events events whose keys stay live")
+	f.Var(&cacheSize, "state.cache-size", "state.cache_size for --state")
 	return cmd
 }
 
@@ -136,4 +148,44 @@ func benchMonitorCmd() *cobra.Command {
 	f.StringVar(&stateDir, "state-dir", "", "")
 	f.IntVar(&records, "records", 0, "")
 	return cmd
+}
+
+// benchState runs the state benchmark and prints its figures.
+func benchState(events, partitions int, cacheSize int64) error {
+	dir, err := os.MkdirTemp("", "invmon-bench-state-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	debug.SetMemoryLimit(cacheSize + 192<<20)
+	// INVMON_CPUPROFILE=FILE profiles the run: where the time goes.
+	if path := os.Getenv("INVMON_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(os.Stderr, "bench --state: %d events over %d partitions, state.cache_size %s, in %s ...\n",
+		events, partitions, config.ByteSize(cacheSize), dir)
+	res, err := bench.State(dir, events, partitions, 2000, cacheSize, os.Stderr)
+	if err != nil {
+		return err
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Printf("events:                      %d (%d partitions)\n", res.Events, partitions)
+	fmt.Printf("live state entries:          %d\n", res.LiveEntries)
+	fmt.Printf("rate:                        %.0f events/s\n", float64(res.Events)/res.Elapsed.Seconds())
+	fmt.Printf("peak RSS:                    %.0f MiB\n", float64(ru.Maxrss<<10)/(1<<20))
+	fmt.Printf("Go heap in use at the end:   %.0f MiB\n", float64(res.HeapInUse)/(1<<20))
+	fmt.Printf("GC share of CPU:             %.1f%%\n", 100*res.GCShare)
+	fmt.Printf("Badger size on disk:         %.0f MiB\n", float64(res.DiskBytes)/(1<<20))
+	fmt.Printf("restart to ready:            %.3f s\n", res.Restart.Seconds())
+	fmt.Printf("then first record durable:   %.3f s\n", res.FirstRecord.Seconds())
+	return nil
 }

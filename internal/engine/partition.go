@@ -576,3 +576,13 @@ func (p *Partition) hasViolation(rule, version, key, eventID string) bool {
 	_, ok := p.get(prefixViolation + violation.ID(rule, version, key, eventID))
 	return ok
 }
+
+// Live returns how many state entries the partition's rules keep: pending
+// expectations and buffered events, and the entries of unique rules.
+func (p *Partition) Live() int64 {
+	var n int64
+	for _, c := range p.counters {
+		n += c.n
+	}
+	return n
+}

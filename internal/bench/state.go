@@ -1,0 +1,196 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"time"
+
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/rules"
+)
+
+// stateRules are the two rules whose state the state benchmark grows: every
+// ledger entry stays an entry of the unique rule for 24 hours of event time,
+// and every captured payment's ledger entry is remembered for the absence
+// rule's 15-minute redelivery window.
+const stateRules = `
+streams:
+  payments: {topic: payments, id: event.event_id, key: event.payment_id, time: timestamp(event.occurred_at)}
+  ledger: {topic: ledger, id: event.entry_id, key: event.payment_id, time: timestamp(event.occurred_at)}
+rules:
+  - name: captured_payment_has_ledger_entry
+    kind: absence
+    when: {stream: payments, if: event.status == "captured"}
+    expect: {stream: ledger}
+    within: 30s
+    redelivery_window: 15m
+    impact: {value: double(event.amount_cents) / 100.0, customer: event.account_id}
+  - name: no_duplicate_ledger_effect
+    kind: unique
+    on: {stream: ledger, key: event.idempotency_key}
+    window: 24h
+    impact: {value: double(event.amount_cents) / 100.0, customer: event.account_id}
+`
+
+// StateResult is what the state benchmark measured.
+type StateResult struct {
+	Events      int
+	LiveEntries int64
+	Elapsed     time.Duration
+	HeapInUse   uint64
+	GCShare     float64
+	DiskBytes   int64
+	// Restart is the time from opening the state directory again to every
+	// partition being ready (its engine made); FirstRecord the time from
+	// then to the first record evaluated and durable.
+	Restart, FirstRecord time.Duration
+}
+
+// State drives the engine over Badger in this process, without Kafka: n
+// events (a captured payment and its ledger entry, each entry's
+// idempotency key distinct) over `partitions` partitions, committed in
+// batches of `batch` events per partition with the applied offsets, as the
+// consumer does. Event time advances 2 ms per payment, so up to 43 million
+// entries stay inside the unique rule's 24-hour window: every entry is live.
+func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Writer) (*StateResult, error) {
+	rs, err := rules.Parse([]string{"state-bench.yaml"}, map[string][]byte{"state-bench.yaml": []byte(stateRules)})
+	if err != nil {
+		return nil, err
+	}
+	store, err := joinstate.Open(dir, joinstate.Options{CacheSize: cacheSize}, nil)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	parts := make([]*engine.Partition, partitions)
+	for i := range parts {
+		if parts[i], err = engine.NewPartition(int32(i), rs, store.Snapshot(int32(i)), nil, nil, t0); err != nil {
+			return nil, err
+		}
+	}
+	gcBefore := gcSeconds()
+	start := time.Now()
+	var buf []byte
+	offsets := make([]int64, partitions)
+	commit := func(now time.Time) error {
+		var pds []joinstate.PartitionDelta
+		for i, p := range parts {
+			p.Advance(now)
+			if err := p.Err(); err != nil {
+				return err
+			}
+			pds = append(pds, joinstate.PartitionDelta{Partition: int32(i), Delta: p.TakeDelta(),
+				Offsets: map[string]int64{"payments": offsets[i], "ledger": offsets[i]}})
+		}
+		return store.Commit(pds...)
+	}
+	events := 0
+	for i := 0; events < n; i++ {
+		p := i % partitions
+		at := t0.Add(time.Duration(i) * 2 * time.Millisecond)
+		ts := at.Format(time.RFC3339Nano)
+		id := strconv.Itoa(i)
+		buf = append(buf[:0], `{"event_id":"pe-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","payment_id":"pay-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","account_id":"acct-1","status":"captured","amount_cents":2500,"occurred_at":"`...)
+		buf = append(buf, ts...)
+		buf = append(buf, `"}`...)
+		offsets[p]++
+		if err := parts[p].Apply(&engine.Record{Topic: "payments", Partition: int32(p), Offset: offsets[p], Value: buf}, at); err != nil {
+			return nil, err
+		}
+		buf = append(buf[:0], `{"entry_id":"le-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","idempotency_key":"ik-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","payment_id":"pay-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","account_id":"acct-1","amount_cents":2500,"direction":"credit","occurred_at":"`...)
+		buf = append(buf, ts...)
+		buf = append(buf, `"}`...)
+		if err := parts[p].Apply(&engine.Record{Topic: "ledger", Partition: int32(p), Offset: offsets[p], Value: buf}, at); err != nil {
+			return nil, err
+		}
+		events += 2
+		if (i+1)%(batch*partitions/2) == 0 {
+			if err := commit(at); err != nil {
+				return nil, err
+			}
+		}
+		if progress != nil && events%1_000_000 == 0 {
+			fmt.Fprintf(progress, "bench --state: %d events, %.0f events/s\n", events, float64(events)/time.Since(start).Seconds())
+		}
+	}
+	if err := commit(t0.Add(time.Duration(n) * time.Millisecond)); err != nil {
+		return nil, err
+	}
+	res := &StateResult{Events: events, Elapsed: time.Since(start)}
+	res.GCShare = (gcSeconds() - gcBefore) / (res.Elapsed.Seconds() * float64(runtime.GOMAXPROCS(0)))
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapInUse = ms.HeapInuse
+	for _, p := range parts {
+		res.LiveEntries += p.Live()
+	}
+	if err := store.Close(); err != nil {
+		return nil, err
+	}
+	res.DiskBytes = dirSize(dir)
+
+	// Restart: open the directory again and make every partition's engine,
+	// as an assignment does; then one more record, evaluated and durable.
+	start = time.Now()
+	if store, err = joinstate.Open(dir, joinstate.Options{CacheSize: cacheSize}, nil); err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	now := t0.Add(time.Duration(n) * time.Millisecond)
+	for i := range parts {
+		if _, err := store.AppliedOffset("payments", int32(i)); err != nil {
+			return nil, err
+		}
+		if parts[i], err = engine.NewPartition(int32(i), rs, store.Snapshot(int32(i)), nil, nil, now); err != nil {
+			return nil, err
+		}
+	}
+	res.Restart = time.Since(start)
+	start = time.Now()
+	rec := &engine.Record{Topic: "ledger", Offset: offsets[0] + 1,
+		Value: []byte(`{"entry_id":"le-again","idempotency_key":"ik-0","payment_id":"pay-0","account_id":"acct-1","amount_cents":2500,"occurred_at":"` + t0.Add(time.Second).Format(time.RFC3339Nano) + `"}`)}
+	if err := parts[0].Apply(rec, now); err != nil {
+		return nil, err
+	}
+	if err := store.Commit(joinstate.PartitionDelta{Partition: 0, Delta: parts[0].TakeDelta()}); err != nil {
+		return nil, err
+	}
+	res.FirstRecord = time.Since(start)
+	return res, nil
+}
+
+func gcSeconds() float64 {
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64 {
+		return 0
+	}
+	return s[0].Value.Float64()
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
