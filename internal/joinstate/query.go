@@ -201,11 +201,13 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 				}
 			}
 			if best == nil {
+				page.Next = "" // every range is exhausted: this is the last page
 				return nil
 			}
 			page.KeysRead++
 			tail := bytes.Clone(best.tail)
 			if sinceKey != nil && bytes.Compare(tail[:8], sinceKey) > 0 {
+				page.Next = ""
 				return nil // older than since: so is everything after it
 			}
 			best.it.Next()
