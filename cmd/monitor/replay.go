@@ -186,7 +186,7 @@ func printReplay(r *report.Report, dir string) {
 		}
 		budget := "-"
 		if rule.Objective > 0 {
-			budget = fmt.Sprintf("%.4g%% of %.4g%%: %s", rule.ErrorRatio*100, (1-rule.Objective)*100, rule.Budget)
+			budget = fmt.Sprintf("%.2f%% of %.2f%%: %s", rule.ErrorRatio*100, (1-rule.Objective)*100, rule.Budget)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", rule.Name, rule.Verdict, budget, rule.EntitiesChecked, rule.EntitiesViolating,
 			rule.Open, rule.Resolved, openImpact, strings.Join(rule.Reasons, "; "))

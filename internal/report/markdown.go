@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -169,6 +170,8 @@ func budget(r Rule) string {
 	return fmt.Sprintf("%s failing, objective %s: %s", percent(r.ErrorRatio), percent(r.Objective), r.Budget)
 }
 
+// percent shows a ratio as a percentage with at most two decimals, like
+// every other figure in the report.
 func percent(x float64) string {
-	return strconv.FormatFloat(x*100, 'g', 4, 64) + " %"
+	return strconv.FormatFloat(math.Round(x*10000)/100, 'f', -1, 64) + " %"
 }

@@ -33,7 +33,8 @@ func sample() *Report {
 		RuleSetVersion: "abc",
 		Verdict:        Fail,
 		Rules: []Rule{
-			{Name: "a_rule", Kind: "absence", Version: "v1", Topics: []string{"payments"}, Verdict: Fail, Reasons: []string{"2 findings still open"}, Open: 2, Resolved: 1},
+			{Name: "a_rule", Kind: "absence", Version: "v1", Topics: []string{"payments"}, Verdict: Fail, Reasons: []string{"2 findings still open"}, Open: 2, Resolved: 1,
+				EntitiesChecked: 107, EntitiesViolating: 10, Objective: 0.999, ErrorRatio: 10.0 / 107, Budget: BudgetExhausted},
 			{Name: "b_rule", Kind: "unique", Version: "v1", Topics: []string{"ledger"}, Verdict: Pass},
 		},
 		Coverage: []Coverage{{Topic: "payments", Partition: 1, Role: RoleInput, PlannedEnd: 10, RecordsRead: 10, Position: 10, Covered: true}},
@@ -260,6 +261,20 @@ func TestImpactPerUnit(t *testing.T) {
 		}
 		if strings.Contains(text, "1234567.7") || strings.Contains(text, "1,234,567.70") {
 			t.Errorf("%s sums USD and JPY", name)
+		}
+	}
+}
+
+// The budget verdict stands beside the zero-violation verdict, its figures
+// with no more decimals than any other.
+func TestMarkdownShowsTheBudgetVerdict(t *testing.T) {
+	var b strings.Builder
+	if err := Markdown(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| **fail** | 9.35 % failing, objective 99.9 %: budget exhausted |", "| **pass** | none |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, b.String())
 		}
 	}
 }
