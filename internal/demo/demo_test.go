@@ -2,7 +2,10 @@ package demo
 
 import (
 	"context"
+	"strings"
 	"testing"
+
+	"github.com/invmon/invmon/internal/quantity"
 )
 
 // TestDemoMatchesGroundTruth runs the whole demo (kfake, simulator, monitor)
@@ -42,6 +45,16 @@ func TestDemoMatchesGroundTruth(t *testing.T) {
 			}
 			if scenario == "friday-rollback" && (len(res.Rules) != 5 || resolved == 0) {
 				t.Errorf("want all five example rules scored and some late repairs; got %d rules, %d resolved", len(res.Rules), resolved)
+			}
+			// What `monitor demo` prints as each rule's open impact: the
+			// unit's precision, grouped, the unit named ("60,736.68 USD").
+			for rule, o := range res.Open {
+				if bad := quantity.ExcessDecimals(o.Text, 2); len(bad) > 0 {
+					t.Errorf("%s: open impact %q has float noise %v", rule, o.Text, bad)
+				}
+				if o.Impact != nil && o.Unit != "" && !strings.HasSuffix(o.Text, " "+o.Unit) {
+					t.Errorf("%s: open impact %q does not name its unit %s", rule, o.Text, o.Unit)
+				}
 			}
 		})
 	}
