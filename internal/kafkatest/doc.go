@@ -9,7 +9,9 @@
 // authentication (SASL_SSL with SCRAM, PLAIN and OAUTHBEARER, and TLS with a
 // required client certificate), with certificates from a test CA (NewCA).
 // StartAlertmanagerWith runs Alertmanager behind TLS, client certificates
-// and basic auth through its own --web.config.file.
+// and basic auth through its own --web.config.file. StartSchemaRegistry runs
+// Apicurio Registry (the Confluent-compatible API at /apis/ccompat/v7, H2
+// storage on disk so its schemas survive Stop and Start) on the same Java.
 //
 // A package whose tests use Kafka, SecureKafka or StartAlertmanager calls Main from its
 // TestMain, so that the peers are stopped when the test binary ends:
@@ -31,10 +33,11 @@
 //     starts a broker of its own, since its callers stop and restart it, and
 //     so does SecureKafka, whose callers need the cluster's CA and
 //     credentials.
-//   - CI=true: a missing Java, Kafka jar cache, Alertmanager or kcat fails the
+//   - CI=true: a missing Java, Kafka jar cache, Apicurio archive, Alertmanager or kcat fails the
 //     test with the reason. Otherwise such a test is skipped, and the skip
 //     message says that `make test` installs what is missing.
 //   - INVMON_CACHE: where scripts/deps.sh put the Kafka jars; default
-//     $HOME/.cache/invmon. The jars are in INVMON_CACHE/kafka-<KafkaVersion>/libs.
+//     $HOME/.cache/invmon. The jars are in INVMON_CACHE/kafka-<KafkaVersion>/libs,
+//     Apicurio Registry in INVMON_CACHE/apicurio-<ApicurioVersion>.
 //   - JAVA_HOME: when set, its bin/java runs the broker; otherwise java on PATH.
 package kafkatest
