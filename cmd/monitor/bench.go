@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,13 +25,22 @@ func benchCmd() *cobra.Command {
 		brokers    []string
 		events     int
 		partitions int32
+		seed       uint64
+		perRule    bool
 		restore    int
 		state      bool
 		cacheSize  config.ByteSize = joinstate.DefaultCacheSize
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure the monitor's end-to-end rate against a bare franz-go consumer on a real broker",
+		Short: "Measure the monitor with the five example rules over the example domain against a bare franz-go consumer on a real broker",
+		Long: `bench produces the simulator's friday-rollback mix to the five example topics
+(payments, ledger, orders, entitlements, the compacted accounts table), then
+runs the monitor over them, each example rule alone (--per-rule) and all five
+together, each in a child process beside a bare franz-go consumer of the same
+topics in the same run. It prints events, rates, the share of the bare
+consumer, peak RSS, live state entries and whether the five-rule run's
+violations equal the scenario's truth.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if state {
 				return benchState(events, int(partitions), int64(cacheSize))
@@ -39,72 +50,78 @@ func benchCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			prefix := fmt.Sprintf("bench-%d-", time.Now().UnixNano())
-			fmt.Fprintf(os.Stderr, "bench: producing %d events to %s on %v ...\n", events, prefix+"{payments,ledger}", brokers)
-			payments, ledger, n, err := bench.Prepare(ctx, brokers, prefix, events, partitions)
+			rep, err := bench.Five(ctx, bench.FiveOptions{Brokers: brokers, Prefix: prefix, Events: events,
+				Partitions: partitions, Seed: seed, PerRule: perRule, Progress: os.Stderr}, childRunner(brokers))
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "bench: reading them with a bare franz-go consumer ...\n")
-			raw, err := bench.RawConsume(ctx, brokers, n, payments, ledger)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "bench: running the monitor (absence rule, Badger state on disk) in a child process ...\n")
-			dir, err := os.MkdirTemp("", "invmon-bench-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			child := exec.CommandContext(ctx, self, "bench-monitor", "--brokers", brokers[0], "--payments", payments,
-				"--ledger", ledger, "--records", strconv.Itoa(n), "--state-dir", dir)
-			child.Stderr = os.Stderr
-			out, err := child.Output()
-			if err != nil {
-				return fmt.Errorf("monitor run: %w", err)
-			}
-			var res struct{ ElapsedNS int64 }
-			if err := json.Unmarshal(out, &res); err != nil {
-				return fmt.Errorf("monitor run output %q: %w", out, err)
-			}
-			rss := child.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
-			rawRate := float64(n) / raw.Seconds()
-			monRate := float64(n) / time.Duration(res.ElapsedNS).Seconds()
-			fmt.Printf("events:                      %d (%d partitions per topic)\n", n, partitions)
-			fmt.Printf("raw franz-go consume rate:   %.0f events/s\n", rawRate)
-			fmt.Printf("monitor end-to-end rate:     %.0f events/s\n", monRate)
-			fmt.Printf("monitor / raw:               %.1f%%\n", 100*monRate/rawRate)
-			fmt.Printf("monitor peak RSS:            %.0f MiB\n", float64(rss)/(1<<20))
+			rep.Print(os.Stdout)
 			if restore > 0 {
 				fmt.Fprintf(os.Stderr, "bench: logging %d state entries to a changelog partition and restoring them ...\n", restore)
 				took, err := bench.Restore(ctx, brokers, prefix, restore)
 				if err != nil {
 					return err
 				}
-				fmt.Printf("restore %d state entries:  %.1f s (%.0f entries/s)\n", restore, took.Seconds(), float64(restore)/took.Seconds())
+				fmt.Printf("\nrestore %d state entries:  %.1f s (%.0f entries/s)\n", restore, took.Seconds(), float64(restore)/took.Seconds())
+			}
+			if _, _, exact, detail := bench.Verdict(rep.Scores); !exact {
+				return fmt.Errorf("the five-rule run's violations differ from the truth: %s", detail)
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringSliceVar(&brokers, "brokers", nil, "seed brokers of the Kafka cluster to measure on")
-	f.IntVar(&events, "events", 2_000_000, "events to produce and consume")
+	f.IntVar(&events, "events", 1_000_000, "about how many events to produce over the five topics")
 	f.Int32Var(&partitions, "partitions", 4, "partitions per topic")
+	f.Uint64Var(&seed, "seed", 1, "the simulator's seed")
+	f.BoolVar(&perRule, "per-rule", true, "also run each rule alone, for the per-rule cost table")
 	f.IntVar(&restore, "restore-entries", 1_000_000, "also time restoring a partition of this many state entries from the changelog (0 skips)")
 	f.BoolVar(&state, "state", false, "measure the state instead: the engine over Badger in this process (no Kafka), --events events whose keys stay live")
 	f.Var(&cacheSize, "state.cache-size", "state.cache_size for --state")
 	return cmd
 }
 
-// benchMonitorCmd is the child process of bench, so that the monitor's peak
-// RSS is measured alone.
+// childRunner runs each monitor of the benchmark in a child process
+// (bench-monitor), so that its peak RSS is measured alone.
+func childRunner(brokers []string) bench.MonitorRunner {
+	return func(ctx context.Context, d *bench.Domain, group string, names []string, want int, verdicts bool) (*bench.Run, int64, error) {
+		dir, err := os.MkdirTemp("", "invmon-bench-")
+		if err != nil {
+			return nil, 0, err
+		}
+		defer os.RemoveAll(dir)
+		self, err := os.Executable()
+		if err != nil {
+			return nil, 0, err
+		}
+		args := []string{"bench-monitor", "--brokers", strings.Join(brokers, ","), "--prefix", d.Prefix, "--group", group,
+			"--records", strconv.Itoa(want), "--state-dir", dir, "--verdicts=" + strconv.FormatBool(verdicts)}
+		if len(names) > 0 {
+			args = append(args, "--rules", strings.Join(names, ","))
+		}
+		child := exec.CommandContext(ctx, self, args...)
+		child.Stderr = os.Stderr
+		out, err := child.Output()
+		if err != nil {
+			return nil, 0, fmt.Errorf("bench-monitor: %w", err)
+		}
+		var res bench.Run
+		if err := json.Unmarshal(out, &res); err != nil {
+			return nil, 0, fmt.Errorf("bench-monitor output: %w", err)
+		}
+		return &res, child.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10, nil
+	}
+}
+
+// benchMonitorCmd is the child process of bench: one monitor run.
 func benchMonitorCmd() *cobra.Command {
 	var (
-		brokers, payments, ledger, stateDir string
-		records                             int
+		brokers                 []string
+		prefix, group, stateDir string
+		ruleNames               []string
+		records                 int
+		verdicts                bool
 	)
 	cmd := &cobra.Command{
 		Use:    "bench-monitor",
@@ -122,7 +139,11 @@ func benchMonitorCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			d, err := bench.Monitor(cmd.Context(), []string{brokers}, payments, ledger, records, stateDir)
+			rs, _, err := bench.ExampleRules(prefix, ruleNames...)
+			if err != nil {
+				return err
+			}
+			res, err := bench.MonitorDomain(cmd.Context(), brokers, group, rs, records, stateDir, verdicts)
 			if err != nil {
 				return err
 			}
@@ -138,15 +159,17 @@ func benchMonitorCmd() *cobra.Command {
 					return err
 				}
 			}
-			return json.NewEncoder(os.Stdout).Encode(map[string]int64{"ElapsedNS": d.Nanoseconds()})
+			return json.NewEncoder(os.Stdout).Encode(res)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&brokers, "brokers", "", "")
-	f.StringVar(&payments, "payments", "", "")
-	f.StringVar(&ledger, "ledger", "", "")
+	f.StringSliceVar(&brokers, "brokers", nil, "")
+	f.StringVar(&prefix, "prefix", "", "")
+	f.StringVar(&group, "group", "", "")
+	f.StringSliceVar(&ruleNames, "rules", nil, "")
 	f.StringVar(&stateDir, "state-dir", "", "")
 	f.IntVar(&records, "records", 0, "")
+	f.BoolVar(&verdicts, "verdicts", false, "")
 	return cmd
 }
 
