@@ -41,12 +41,15 @@ deps:
 demo:
 	$(GO) run ./cmd/monitor demo
 
-# Produces 2M events to a real broker (the dev stack's, or KAFKA_BROKERS) and
-# prints the bare-consumer rate, the monitor's rate, their ratio and peak RSS.
+# Produces the example domain (about 1M events over the five topics) to a real
+# broker (the dev stack's, or KAFKA_BROKERS) and runs the monitor with each
+# example rule alone and all five together, printing each run's rate beside a
+# bare consumer's, their ratio, peak RSS, live state and the verdict.
+# BENCH_FLAGS sizes it, e.g. BENCH_FLAGS="--events 200000 --restore-entries 0".
 bench: deps
 	@brokers="$${KAFKA_BROKERS:-}"; \
 	if [ -z "$$brokers" ]; then bash scripts/devstack.sh up >/dev/null && brokers=$$(cat .devstack/brokers); fi; \
-	$(GO) build -o .devstack/monitor ./cmd/monitor && .devstack/monitor bench --brokers "$$brokers"
+	$(GO) build -o .devstack/monitor ./cmd/monitor && .devstack/monitor bench --brokers "$$brokers" $(BENCH_FLAGS)
 
 dev-up: deps
 	bash scripts/devstack.sh up

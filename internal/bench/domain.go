@@ -163,7 +163,8 @@ type Run struct {
 	Records int64
 	Elapsed time.Duration
 	// LiveEntries is the state the rules keep when the last record is
-	// durable (pending expectations and the like).
+	// durable: pending expectations, buffered events, unique keys,
+	// transition and state entries.
 	LiveEntries int64
 	// Violations is every violation recorded once the deadlines in the data
 	// have passed; nil unless verdicts were asked for.
@@ -254,4 +255,4 @@ func Verdict(scores map[string]*sim.Score) (found, injected int, exact bool, det
 type stats = consumer.Stats
 
 // liveEntries is the state the rules keep, as the consumer counts it.
-func liveEntries(s stats) int64 { return int64(s.Pending) }
+func liveEntries(s stats) int64 { return s.LiveEntries }

@@ -372,6 +372,10 @@ type Stats struct {
 	DeadLetters int64
 	// Pending counts expectations waiting for their deadline.
 	Pending int
+	// LiveEntries counts the state entries the rules keep: pending
+	// expectations, buffered events, unique keys, transition and state
+	// entries.
+	LiveEntries int64
 	// CaughtUp is true when every assigned input partition has reached its
 	// high-water mark.
 	CaughtUp bool
@@ -400,6 +404,7 @@ func (c *Consumer) Stats() Stats {
 			s.MinWatermark, first = wm, false
 		}
 		s.Pending += p.eng.PendingCount()
+		s.LiveEntries += p.eng.Live()
 		for _, t := range c.topics {
 			if !c.caughtUp(p, t) {
 				s.CaughtUp = false
