@@ -61,7 +61,7 @@ Exit status: 0 every rule passes, 1 error, 2 a verdict failed, 3 interrupted
 				if err != nil {
 					return err
 				}
-				applyFlags(cmd, &fileCfg, &cfg)
+				config.ApplyFlags(cmd.Flags(), &fileCfg, &cfg)
 				cfg = fileCfg
 			}
 			o.Config = cfg
@@ -141,9 +141,8 @@ Exit status: 0 every rule passes, 1 error, 2 a verdict failed, 3 interrupted
 	f := cmd.Flags()
 	f.StringVar(&path, "config", "", "configuration file (YAML), as for monitor run; its state_dir is not used")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.StringSliceVar(&cfg.Kafka.Brokers, "kafka.brokers", nil, "seed brokers, host:port, comma-separated (overrides the file)")
-	f.StringSliceVar(&cfg.RuleFiles, "rule-files", nil, "rule file globs, comma-separated (overrides the file)")
-	f.StringSliceVar(&cfg.Alertmanager.URLs, "alertmanager.url", nil, "Alertmanager base URL for --alert; repeat for HA (overrides the file)")
+	// These settings of the file may be given (and override it) as flags.
+	config.BindFlags(f, &cfg, "kafka.brokers", "rule-files", "alertmanager.url")
 	f.StringVar(&from, "from", "", "start of the window (inclusive): findings are violations triggered at or after it")
 	f.StringVar(&to, "to", "", "end of the window (exclusive)")
 	f.StringVar(&until, "until", "", "stop reading at this record timestamp (default: the partitions' end offsets now)")

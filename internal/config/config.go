@@ -1,6 +1,7 @@
 // Package config reads the monitor's configuration file.
 //
-// Every setting can also be given as a flag (see cmd/monitor); flags win.
+// Every setting can also be given as a flag, declared once in Flags (see
+// flags.go); flags win.
 // `${NAME}` in the file is replaced by the environment variable NAME, so
 // secrets such as SASL passwords stay out of the file.
 package config
