@@ -14,6 +14,7 @@ import (
 
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/kafkaconn"
 )
 
 // The changelog makes state move with its partition. Each batch's state
@@ -33,16 +34,8 @@ func (c *Consumer) ensureChangelog(ctx context.Context, details kadm.TopicDetail
 			partitions = max(partitions, int32(len(d.Partitions)))
 		}
 	}
-	resp, err := c.adm.CreateTopic(ctx, partitions, -1, map[string]*string{
-		"cleanup.policy": kadm.StringPtr("compact"),
-	}, c.changelogTopic())
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("create changelog topic %q: %w", c.changelogTopic(), err)
-	}
-	return nil
+	_, err := kafkaconn.EnsureTopic(ctx, c.adm, c.changelogTopic(), partitions, kafkaconn.Compacted())
+	return err
 }
 
 // changelogEnd returns the end offset of the changelog's partition id. The

@@ -25,6 +25,7 @@ import (
 
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -337,11 +338,8 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 		}
 	}
 	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
-		resp, err := c.adm.CreateTopic(ctx, 1, -1, nil, c.cfg.DLQTopic)
-		// Members of a new group start together and race to create it:
-		// losing the race is success.
-		if (err != nil && !isTopicExists(err)) || (resp.Err != nil && !isTopicExists(resp.Err)) {
-			return fmt.Errorf("create dead-letter topic %q: %w", c.cfg.DLQTopic, errors.Join(err, resp.Err))
+		if _, err := kafkaconn.EnsureTopic(ctx, c.adm, c.cfg.DLQTopic, 1, nil); err != nil {
+			return fmt.Errorf("dead-letter topic: %w", err)
 		}
 	}
 	c.dlqLimit = c.deadLetterLimit(ctx)

@@ -3,15 +3,14 @@ package consumer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -27,16 +26,8 @@ import (
 func FeedTopic(group string) string { return group + ".violations-state" }
 
 func (c *Consumer) ensureFeed(ctx context.Context) error {
-	resp, err := c.adm.CreateTopic(ctx, 1, -1, map[string]*string{
-		"cleanup.policy": kadm.StringPtr("compact"),
-	}, FeedTopic(c.cfg.Group))
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("create violation feed topic: %w", err)
-	}
-	return nil
+	_, err := kafkaconn.EnsureTopic(ctx, c.adm, FeedTopic(c.cfg.Group), 1, kafkaconn.Compacted())
+	return err
 }
 
 func (c *Consumer) feedRecords(changed []violation.Violation) ([]*kgo.Record, error) {

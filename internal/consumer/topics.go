@@ -7,12 +7,9 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/invmon/invmon/internal/rules"
 )
-
-func isTopicExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
 
 // CheckCoPartitioned returns an error naming the topics of any rule whose
 // partition counts differ. Topics that do not exist yet are not compared.

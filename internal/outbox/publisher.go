@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/privacy"
 )
 
@@ -85,22 +85,13 @@ func New(ctx context.Context, cfg Config, store *joinstate.Store, log *zap.Logge
 		return nil, fmt.Errorf("outbox: kafka client: %w", err)
 	}
 	adm := kadm.NewClient(p.cl)
-	for _, t := range []struct {
-		name       string
-		partitions int32
-		configs    map[string]*string
-	}{
-		{cfg.Topic, cfg.Partitions, nil},
-		{p.progress, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}},
-	} {
-		resp, err := adm.CreateTopic(ctx, t.partitions, -1, t.configs, t.name)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			p.cl.Close()
-			return nil, fmt.Errorf("outbox: create topic %s: %w", t.name, err)
-		}
+	if _, err := kafkaconn.EnsureTopic(ctx, adm, cfg.Topic, cfg.Partitions, nil); err != nil {
+		p.cl.Close()
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	if _, err := kafkaconn.EnsureTopic(ctx, adm, p.progress, 1, kafkaconn.Compacted()); err != nil {
+		p.cl.Close()
+		return nil, fmt.Errorf("outbox: %w", err)
 	}
 	return p, nil
 }

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/invmon/invmon/internal/consumer"
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/rules"
 )
 
@@ -88,24 +88,20 @@ func Create(ctx context.Context, adm *kadm.Client, rs *rules.RuleSet, partitions
 	for _, t := range Of(rs) {
 		var configs map[string]*string
 		if t.Compacted {
-			compact := "compact"
-			configs = map[string]*string{"cleanup.policy": &compact}
+			configs = kafkaconn.Compacted()
 		}
-		resp, err := adm.CreateTopic(ctx, partitions, replication, configs, t.Name)
-		if err == nil {
-			err = resp.Err
-		}
+		created, err := kafkaconn.EnsureTopicReplicated(ctx, adm, t.Name, partitions, replication, configs)
 		switch {
-		case err == nil:
+		case err != nil:
+			errs = append(errs, err)
+		case created:
 			out = append(out, Created{Topic: t, Partitions: int(partitions)})
-		case errors.Is(err, kerr.TopicAlreadyExists):
+		default:
 			c := Created{Topic: t, Existed: true}
 			if details, derr := adm.ListTopics(ctx, t.Name); derr == nil {
 				c.Partitions = len(details[t.Name].Partitions)
 			}
 			out = append(out, c)
-		default:
-			errs = append(errs, fmt.Errorf("create topic %s: %w", t.Name, err))
 		}
 	}
 	if err := awaitVisible(ctx, adm, out); err != nil {
