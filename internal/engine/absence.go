@@ -256,7 +256,7 @@ func (a *absence) advance(now time.Time) {
 	}
 	// Due triggers are a range scan of the deadline index.
 	dp := a.key("d", "")
-	a.p.scan(dp, until(dp, wm), func(k string, _ []byte) bool {
+	a.p.scanDue(dp, until(dp, wm), func(k string, _ []byte) bool {
 		key, id, ok := cutLast(k[len(dp)+8:])
 		if !ok {
 			a.p.fail(fmt.Errorf("rule %s: corrupt deadline key %q", a.rule.Name, k))
@@ -287,7 +287,7 @@ func (a *absence) advance(now time.Time) {
 	// still finds them.
 	horizon := a.spec.Lookback + a.spec.Within + a.spec.RedeliveryWindow
 	sp := a.key("s", "")
-	a.p.scan(sp, until(sp, wm.Add(-horizon)), func(k string, _ []byte) bool {
+	a.p.scanDue(sp, until(sp, wm.Add(-horizon)), func(k string, _ []byte) bool {
 		rest := k[len(sp):]
 		t, key := bytesTime([]byte(rest[:8])), rest[8:]
 		a.p.del(k)

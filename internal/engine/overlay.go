@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"slices"
+	"strings"
 )
 
 // The partition reads state through three layers, newest first: the delta
@@ -37,6 +38,11 @@ func (p *Partition) get(key string) ([]byte, bool) {
 // again within this batch then costs no write at all, so a payment and its
 // ledger entry seen in the same poll never touch the disk.
 func (p *Partition) put(key string, value []byte, absent bool) {
+	for prefix, floor := range p.floors {
+		if key < floor && strings.HasPrefix(key, prefix) {
+			p.floors[prefix] = key
+		}
+	}
 	fresh := absent
 	if op, ok := p.delta.Ops[key]; ok {
 		fresh = op.fresh
@@ -113,6 +119,38 @@ func (p *Partition) scan(start, end string, fn func(key string, value []byte) bo
 	}
 	if !stopped {
 		emit("", true)
+	}
+}
+
+// scanDue is scan over a time-ordered range from prefix to end that is
+// visited again and again (deadlines, expiry). It starts where the last
+// complete scan ended, or lower where a key was written since: below that
+// every key was deleted by the scans themselves, and an LSM store would
+// otherwise walk their tombstones every time.
+func (p *Partition) scanDue(prefix, end string, fn func(key string, value []byte) bool) {
+	start := prefix
+	if f := p.floors[prefix]; f > start {
+		start = f
+	}
+	if end <= start {
+		return
+	}
+	if p.floors == nil {
+		p.floors = map[string]string{}
+	}
+	// Tentatively done up to end; a write below it during the scan, or a
+	// scan that stops early, lowers the floor again.
+	p.floors[prefix] = end
+	completed := true
+	p.scan(start, end, func(k string, v []byte) bool {
+		if !fn(k, v) {
+			completed = false
+			return false
+		}
+		return true
+	})
+	if (!completed || p.err != nil) && start < p.floors[prefix] {
+		p.floors[prefix] = start
 	}
 }
 

@@ -106,6 +106,9 @@ type Partition struct {
 	delta    *Delta
 	inflight []*Delta
 	counters []*counter
+	// floors is, per time-ordered prefix, where its next due scan starts
+	// (scanDue); in memory only, so a restart scans each range once whole.
+	floors map[string]string
 	err      error
 	// retention is how long resolved violations are kept (and their ids
 	// after that); DefaultViolationRetention unless set.

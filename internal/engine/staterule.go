@@ -190,7 +190,7 @@ func (s *stateRule) advance(now time.Time) {
 		return
 	}
 	dp := s.key("d", "")
-	s.p.scan(dp, until(dp, wm), func(k string, v []byte) bool {
+	s.p.scanDue(dp, until(dp, wm), func(k string, v []byte) bool {
 		d := dec{b: v}
 		c := &check{trigger: d.trigger(), Deadline: d.time(), Raw: d.bytes()}
 		if d.err != nil {

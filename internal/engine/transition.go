@@ -108,7 +108,7 @@ func (t *transition) advance(now time.Time) {
 	}
 	var due []*transitionEvent
 	qp := t.key("q", "")
-	t.p.scan(qp, until(qp, wm.Add(1)), func(k string, v []byte) bool {
+	t.p.scanDue(qp, until(qp, wm.Add(1)), func(k string, v []byte) bool {
 		d := dec{b: v}
 		e := &transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
 		if d.err != nil {
@@ -131,7 +131,7 @@ func (t *transition) advance(now time.Time) {
 		t.step(e, now)
 	}
 	ep := t.key("E", "")
-	t.p.scan(ep, until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
+	t.p.scanDue(ep, until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
 		t.p.del(k)
 		t.p.del(t.key("e", k[len(ep)+8:]))
 		return true

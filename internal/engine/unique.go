@@ -119,10 +119,13 @@ func (u *unique) apply(m *match, now time.Time) {
 
 func (u *unique) advance(now time.Time) {
 	wm := u.computeWatermark(now)
+	if wm.IsZero() {
+		return
+	}
 	// An entry older than the window behind the watermark can pair with no
 	// on-time event any more: expiry is a range scan of the time index.
 	prefix := u.expiryPrefix()
-	u.p.scan(prefix, prefix+string(timeBytes(wm.Add(-u.spec.Window))), func(k string, _ []byte) bool {
+	u.p.scanDue(prefix, prefix+string(timeBytes(wm.Add(-u.spec.Window))), func(k string, _ []byte) bool {
 		rest := k[len(prefix)+8:]
 		key, id, ok := cutLast(rest)
 		if !ok {

@@ -88,7 +88,7 @@ func (p *Partition) expireViolations(now time.Time) {
 	if now.Year() < 1971 || now.Year() > 2200 {
 		return // no clock (a tool's zero time): nothing is judged old
 	}
-	p.scan(indexResolved, until(indexResolved, now.Add(-p.retention)), func(k string, _ []byte) bool {
+	p.scanDue(indexResolved, until(indexResolved, now.Add(-p.retention)), func(k string, _ []byte) bool {
 		id := k[len(indexResolved)+8:]
 		p.del(k)
 		v := p.getViolation(id)
@@ -103,7 +103,7 @@ func (p *Partition) expireViolations(now time.Time) {
 		p.put(until(indexForget, now.Add(p.retention))+id, nil, true)
 		return true
 	})
-	p.scan(indexForget, until(indexForget, now), func(k string, _ []byte) bool {
+	p.scanDue(indexForget, until(indexForget, now), func(k string, _ []byte) bool {
 		p.del(k)
 		p.del(prefixViolation + k[len(indexForget)+8:])
 		return true
