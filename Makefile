@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test deps vet demo bench dev-up dev-down build slo-rules k8s-manifests
+.PHONY: test deps vet demo bench bench-state dev-up dev-down build slo-rules k8s-manifests
 
 # The binary with its version and revision (monitor --version, invmon_build_info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -50,6 +50,11 @@ bench: deps
 	@brokers="$${KAFKA_BROKERS:-}"; \
 	if [ -z "$$brokers" ]; then bash scripts/devstack.sh up >/dev/null && brokers=$$(cat .devstack/brokers); fi; \
 	$(GO) build -o .devstack/monitor ./cmd/monitor && .devstack/monitor bench --brokers "$$brokers" $(BENCH_FLAGS)
+
+# The state benchmark: the engine over Badger in process (no broker), keys that
+# stay live; EVENTS=10000000 for the full scale.
+bench-state:
+	$(GO) run ./cmd/monitor bench --state --events $${EVENTS:-10000000}
 
 dev-up: deps
 	bash scripts/devstack.sh up
