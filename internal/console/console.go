@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/buildinfo"
+	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/slo"
@@ -272,6 +273,7 @@ type rulePage struct {
 type filterForm struct {
 	State, Customer, Since, Until string
 	Error                         string
+	from                          int
 }
 
 func (s Sources) rule(w http.ResponseWriter, r *http.Request) {
@@ -289,6 +291,10 @@ func (s Sources) rule(w http.ResponseWriter, r *http.Request) {
 		form.Error = err.Error()
 	}
 	pg, err := s.violations(q)
+	if errors.Is(err, joinstate.ErrBadCursor) {
+		renderError(w, http.StatusBadRequest, "after: not a page cursor of this console (follow its next link)")
+		return
+	}
 	if err != nil {
 		renderError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -310,18 +316,22 @@ func (s Sources) rule(w http.ResponseWriter, r *http.Request) {
 		p.Budget = &b
 	}
 	if len(pg.Violations) > 0 {
-		p.From, p.To = q.Offset+1, q.Offset+len(pg.Violations)
+		p.From, p.To = form.from, form.from+len(pg.Violations)-1
 	}
-	link := func(offset int) string {
+	// Pages follow the store's cursor forwards; "from" only numbers the
+	// rows. Back is the first page (the browser's back button the
+	// previous one).
+	if q.After != "" {
 		v := r.URL.Query()
-		v.Set("offset", strconv.Itoa(offset))
-		return ruleURL(rule.Name) + "?" + v.Encode()
+		v.Del("after")
+		v.Del("from")
+		p.Prev = ruleURL(rule.Name) + "?" + v.Encode()
 	}
-	if q.Offset > 0 {
-		p.Prev = link(max(0, q.Offset-PageSize))
-	}
-	if q.Offset+PageSize < pg.Total {
-		p.Next = link(q.Offset + PageSize)
+	if pg.Next != "" {
+		v := r.URL.Query()
+		v.Set("after", pg.Next)
+		v.Set("from", strconv.Itoa(p.To+1))
+		p.Next = ruleURL(rule.Name) + "?" + v.Encode()
 	}
 	api := url.Values{"rule": {rule.Name}}
 	if q.State != "" {
@@ -346,8 +356,9 @@ func (s Sources) rule(w http.ResponseWriter, r *http.Request) {
 
 // parseFilter reads a rule page's query: state (open by default; resolved,
 // all), customer, since and until (RFC 3339, or a date, or the
-// datetime-local form "2006-01-02T15:04", all UTC) and offset. A bad value
-// is reported on the page and ignored.
+// datetime-local form "2006-01-02T15:04", all UTC), after (a page cursor)
+// and from (the number of the page's first row). A bad value is reported on
+// the page and ignored.
 func parseFilter(v url.Values) (violationQuery, filterForm, error) {
 	q := violationQuery{State: violation.Open, Limit: PageSize}
 	f := filterForm{State: "open", Customer: strings.TrimSpace(v.Get("customer")), Since: v.Get("since"), Until: v.Get("until")}
@@ -369,10 +380,10 @@ func parseFilter(v url.Values) (violationQuery, filterForm, error) {
 	if q.Until, err = parseWhen(f.Until); err != nil {
 		errs = append(errs, fmt.Errorf("until: %w", err))
 	}
-	if o := v.Get("offset"); o != "" {
-		if q.Offset, err = strconv.Atoi(o); err != nil || q.Offset < 0 {
-			q.Offset = 0
-			errs = append(errs, fmt.Errorf("offset must be a non-negative integer"))
+	q.After, f.from = v.Get("after"), 1
+	if o := v.Get("from"); o != "" && q.After != "" {
+		if f.from, err = strconv.Atoi(o); err != nil || f.from < 1 {
+			f.from = 1
 		}
 	}
 	return q, f, errors.Join(errs...)

@@ -191,11 +191,28 @@ func inspectConsole(t *testing.T, chrome *kafkatest.Chromium, base string, rs *r
 			t.Errorf("rule page filtered by %v: %s matches, the API has %s", f, got, w)
 		}
 	}
-	// The second page starts where the first ended.
+	// The second page, by the first page's next link, starts where the
+	// first ended and holds the API's next violations.
 	if want[rule.Name].open > 50 {
-		dom := fetch(t, ruleURL+"?offset=50")
-		if !strings.Contains(dom, "showing 51–") {
+		m := regexp.MustCompile(`rel="next" href="([^"]+)"`).FindStringSubmatch(dom)
+		if m == nil {
+			t.Fatal("rule page: no next link")
+		}
+		second := fetch(t, base+html.UnescapeString(m[1]))
+		if !strings.Contains(second, "showing 51–") {
 			t.Errorf("second page does not show 51 onwards")
+		}
+		var ruleOpen []violation.Violation
+		for _, v := range api.Violations {
+			if v.Rule == rule.Name {
+				ruleOpen = append(ruleOpen, v)
+			}
+		}
+		if !strings.Contains(second, "/violations/"+ruleOpen[50].ID) || strings.Contains(second, "/violations/"+ruleOpen[49].ID+`"`) {
+			t.Errorf("second page does not start with the API's 51st open violation %s", ruleOpen[50].ID)
+		}
+		if resp, err := http.Get(ruleURL + "?after=%21%21"); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("a bad cursor: %v %v, want 400", resp.Status, err)
 		}
 	}
 

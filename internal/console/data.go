@@ -3,7 +3,6 @@ package console
 import (
 	"context"
 	"math"
-	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +55,10 @@ func (s Sources) budgets(ctx context.Context) map[string]slo.Status {
 // page is one page of a filtered violation list.
 type page struct {
 	Violations []violation.Violation
-	Total      int
+	// Next is the cursor of the following page; "" on the last.
+	Next string
+	// Total counts every match.
+	Total int
 }
 
 // violationQuery is what a list of violations is filtered by.
@@ -64,22 +66,35 @@ type violationQuery struct {
 	Rule, Customer string
 	State          violation.State // "" for all
 	Since, Until   time.Time       // bound detected_at when set
-	Offset, Limit  int
+	// After is the cursor of the page to show (a page's Next); "" for the
+	// first page.
+	After string
+	Limit int
 }
 
 // violations returns one page of the violations matching q, newest
-// detection first, and how many match in all.
+// detection first, read through the store's secondary indexes, and how
+// many match in all (a count over the same index, a page of keys at a
+// time: the one part whose cost grows with the matches).
 func (s Sources) violations(q violationQuery) (page, error) {
-	all, err := s.Store.Violations(joinstate.Filter{Rule: q.Rule, State: q.State, Customer: q.Customer, Since: q.Since, Until: q.Until,
-		IDMatch: s.Minimize.Matches})
+	f := joinstate.Filter{Rule: q.Rule, State: q.State, Customer: q.Customer, Since: q.Since, Until: q.Until, IDMatch: s.Minimize.Matches}
+	pg, err := s.Store.ViolationPage(joinstate.Query{Filter: f, Limit: q.Limit, After: q.After})
 	if err != nil {
 		return page{}, err
 	}
-	p := page{Total: len(all)}
-	if q.Offset < len(all) {
-		p.Violations = s.Minimize.Violations(all[q.Offset:min(len(all), q.Offset+q.Limit)])
+	p := page{Violations: s.Minimize.Violations(pg.Violations), Next: pg.Next}
+	count := joinstate.Query{Filter: f, Limit: joinstate.MaxPageSize}
+	for {
+		c, err := s.Store.ViolationPage(count)
+		if err != nil {
+			return page{}, err
+		}
+		p.Total += len(c.Violations)
+		if c.Next == "" {
+			return p, nil
+		}
+		count.After = c.Next
 	}
-	return p, nil
 }
 
 // allOf returns every violation of a rule (for its chart).
@@ -94,15 +109,11 @@ func (s Sources) open() ([]violation.Violation, error) {
 
 // violation returns the violation with the id, or false.
 func (s Sources) violation(id string) (violation.Violation, bool, error) {
-	all, err := s.Store.Violations(joinstate.Filter{})
-	if err != nil {
+	v, err := s.Store.Violation(id)
+	if err != nil || v == nil {
 		return violation.Violation{}, false, err
 	}
-	i := slices.IndexFunc(all, func(v violation.Violation) bool { return v.ID == id })
-	if i < 0 {
-		return violation.Violation{}, false, nil
-	}
-	return s.Minimize.Violation(all[i]), true, nil
+	return s.Minimize.Violation(*v), true, nil
 }
 
 // gauges is what the console reads from the metrics registry.
