@@ -123,6 +123,8 @@ type Consumer struct {
 	metrics *engine.Metrics
 	lag     *prometheus.GaugeVec
 	dlqOut  *prometheus.CounterVec
+	// skipped counts records read again at or below the applied offset.
+	skipped *prometheus.CounterVec
 	// schemaRetries counts records held back because their schema could not
 	// be fetched; waitingParts is how many topic-partitions wait now.
 	schemaRetries *prometheus.CounterVec
@@ -228,6 +230,9 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "invmon_consumer_lag_records", Help: "Records between the monitor's position and the high-water mark, per topic and partition.",
 		}, []string{"topic", "partition"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invmon_records_skipped_total", Help: "Records read again at or below the partition's applied offset and skipped: their effects are already in the state (a group whose offsets were lost or lag its state).",
+		}, []string{"topic"}),
 		restoring: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "invmon_restoring_partitions", Help: "Partitions being restored from the changelog; the monitor is not ready meanwhile.",
 		}),
@@ -272,7 +277,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		kgo.OnPartitionsLost(c.onLost),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.restoring, c.restored, c.owned, c.produceFailures, c.schemaRetries, c.waitingParts,
+		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.skipped, c.restoring, c.restored, c.owned, c.produceFailures, c.schemaRetries, c.waitingParts,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and feed records; 0 when none waits.",
 			}, c.produceWaiting))
@@ -783,6 +788,7 @@ func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.
 func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now time.Time, poisoned map[*kgo.Record]*engine.PanicError) (*kgo.Record, *engine.PanicError) {
 	var rec engine.Record
 	var handled int64
+	var skipped map[string]int // allocated only when a record is read again
 	for _, ftp := range ftps {
 		applied := p.applied[ftp.Topic]
 		if w := p.waiting[ftp.Topic]; w != nil && !w.due {
@@ -793,6 +799,10 @@ func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now t
 			if r.Offset <= applied {
 				p.next[ftp.Topic] = r.Offset + 1
 				handled++
+				if skipped == nil {
+					skipped = map[string]int{}
+				}
+				skipped[ftp.Topic]++
 				continue // its effects are already in the state
 			}
 			if pe, ok := poisoned[r]; ok {
@@ -838,6 +848,9 @@ func (c *Consumer) applyOnce(p *partition, ftps []kgo.FetchTopicPartition, now t
 	// Counted once the whole batch went through: a rerun after a panic
 	// counts nothing twice. Records held for a schema are not counted yet.
 	c.records.Add(handled)
+	for t, n := range skipped {
+		c.skipped.WithLabelValues(t).Add(float64(n))
+	}
 	return nil, nil
 }
 

@@ -163,6 +163,9 @@ func TestRestartSkipsAppliedRecords(t *testing.T) {
 		if s := c.Stats(); s.Pending != 1 || s.DeadLetters != wantDLQ {
 			t.Fatalf("run %d: pending %d, dead letters %d; want 1 and %d (each record applied once)", i, s.Pending, s.DeadLetters, wantDLQ)
 		}
+		if n := testutil.ToFloat64(c.skipped.WithLabelValues("payments")); n != float64(2*i) {
+			t.Fatalf("run %d: %v records counted as skipped, want %d", i, n, 2*i)
+		}
 		c.Close()
 		if off, _ := store.AppliedOffset("payments", 0); off != 1 {
 			t.Fatalf("run %d: applied offset %d, want 1", i, off)

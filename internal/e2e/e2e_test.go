@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/invmon/invmon/internal/kafkatest"
@@ -285,11 +286,21 @@ alertmanager:
 
 	// A pending expectation is applied, then the monitor dies hard before its
 	// deadline. After a restart the expectation must still fire.
+	// The kill comes once the group's committed offset covers that payment:
+	// the monitor commits only after the state is synced, so the restarted
+	// monitor does not read it again and must find the expectation in its
+	// state directory (the restore path), not re-derive it from Kafka.
 	produce("payments", payment("pay-pending", time.Now()))
-	time.Sleep(1500 * time.Millisecond) // at least one poll-and-commit cycle
+	waitFor(t, 20*time.Second, func() bool { return committedThrough(t, brokers, prefix+"group", prefix+"payments") })
 	mon.kill()
 	mon.start()
 	waitFor(t, 30*time.Second, func() bool { return mon.violations(t)["pay-pending"] == "open" })
+	// It came from the state directory: the restarted monitor applied no
+	// event (it resumes after the applied offsets), so nothing was
+	// re-derived from Kafka.
+	if n, err := metricSum(mon.http, "invmon_events_consumed_total"); err != nil || n != 0 {
+		t.Fatalf("the restarted monitor applied %v events (%v); want 0: its state should have held them", n, err)
+	}
 
 	// Late ledger entries resolve both; the alert resolves once none is open.
 	produce("ledger", ledger("pay-missing", time.Now()))
@@ -304,6 +315,43 @@ alertmanager:
 	if got := mon.violations(t); len(got) != 2 {
 		t.Fatalf("violations %v: want exactly pay-missing and pay-pending", got)
 	}
+}
+
+// committedThrough reports whether group's committed offset on every
+// partition of topics is at the partition's end: every record in them is
+// applied and durable.
+func committedThrough(t *testing.T, brokers, group string, topics ...string) bool {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	through := true
+	ends.Each(func(end kadm.ListedOffset) {
+		if end.Err != nil {
+			t.Fatalf("end offset %s[%d]: %v", end.Topic, end.Partition, end.Err)
+		}
+		if end.Offset == 0 {
+			return
+		}
+		c, ok := committed.Lookup(end.Topic, end.Partition)
+		if !ok || c.Err != nil || c.At < end.Offset {
+			through = false
+		}
+	})
+	return through
 }
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {

@@ -57,7 +57,15 @@ http: {listen: %q}
 	}
 	mon.cfg = second
 	mon.start()
-	time.Sleep(3 * time.Second)
+	// The new group reads all seven input records again, each at or below
+	// the applied offset the state holds: the monitor counts each as
+	// skipped. Once all seven are, anything the re-reading decided is in
+	// the outbox, and a graceful stop publishes the outbox before the
+	// process exits.
+	waitFor(t, 60*time.Second, func() bool {
+		n, err := metricSum(mon.http, "invmon_records_skipped_total")
+		return err == nil && n == 7
+	})
 	if got := mon.violations(t); len(got) != 5 {
 		t.Fatalf("after re-reading: %v", got)
 	}
