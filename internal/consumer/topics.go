@@ -1,13 +1,16 @@
 package consumer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/rules"
 )
 
@@ -39,5 +42,39 @@ func CheckCoPartitioned(rs *rules.RuleSet, details kadm.TopicDetails) error {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "\n"))
 	}
+	return nil
+}
+
+// checkTopics refuses to start when one rule's topics have different
+// partition counts: their events would never meet in one partition.
+func (c *Consumer) checkTopics(ctx context.Context) error {
+	details, err := c.adm.ListTopics(ctx, append([]string{c.cfg.DLQTopic}, c.topics...)...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	if err := CheckCoPartitioned(c.rs, details); err != nil {
+		return err
+	}
+	for _, t := range c.topics {
+		if d, ok := details[t]; !ok || d.Err != nil {
+			c.log.Warn("input topic does not exist yet; consuming it once it does", zap.String("topic", t))
+		}
+	}
+	if c.cfg.Changelog {
+		if err := c.ensureChangelog(ctx, details); err != nil {
+			return err
+		}
+	}
+	if c.cfg.Feed {
+		if err := c.ensureFeed(ctx); err != nil {
+			return err
+		}
+	}
+	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
+		if _, err := kafkaconn.EnsureTopic(ctx, c.adm, c.cfg.DLQTopic, 1, nil); err != nil {
+			return fmt.Errorf("dead-letter topic: %w", err)
+		}
+	}
+	c.dlqLimit = c.deadLetterLimit(ctx)
 	return nil
 }

@@ -1,0 +1,175 @@
+package consumer
+
+// The commit pipeline. The poll loop evaluates a batch in memory, takes its
+// offsets and queues it; one goroutine (committer) then makes the batches
+// durable in order, while the poll loop already evaluates the next:
+//
+//  1. dead letters, changelog and violation-feed records are produced and
+//     acknowledged (bounded by kafka.produce_timeout);
+//  2. the state changes, the applied offsets and the outbox entries are one
+//     Badger commit, synced to disk;
+//  3. the Kafka offset commit is sent, asynchronously;
+//  4. the batch's violation changes go to OnCommit (alerting).
+//
+// A crash before 2 loses the batch's state, and the records are read and
+// applied again (a dead letter may then appear twice; changelog and feed
+// records are keyed, so compaction keeps one). A crash between 2 and 3
+// costs a re-read: records at or below the applied offsets are skipped.
+// Nothing after a failed batch is made durable or committed: the failure
+// stops the consumer at its next poll.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// batch is one poll's work on its way to durability.
+type batch struct {
+	deltas         []joinstate.PartitionDelta
+	dlq, changelog []*kgo.Record
+	offsets        map[string]map[int32]kgo.EpochOffset
+}
+
+// committer makes batches durable, in order: dead letters and changelog,
+// then the synced Badger commit, then the asynchronous Kafka commit and the
+// violations for alerting. A failure stops the consumer: the next poll
+// returns it, and nothing after the failed batch is committed.
+func (c *Consumer) committer() {
+	for b := range c.commitq {
+		if c.commitErr.Load() == nil {
+			if err := c.commit(b); err != nil {
+				c.commitErr.Store(&err)
+			}
+		}
+		c.inflight.Add(-1)
+		c.commits.Done()
+	}
+}
+
+func (c *Consumer) commit(b *batch) error {
+	// Dead letters and the changelog first: once the local state says a
+	// record is applied it is never read again, so its dead letter must be
+	// safe before that, and the changelog must hold at least what the local
+	// state holds.
+	out := append(b.dlq, b.changelog...)
+	if c.cfg.Feed {
+		var changed []violation.Violation
+		for _, pd := range b.deltas {
+			changed = append(changed, pd.Delta.Changed...)
+		}
+		feed, err := c.feedRecords(changed)
+		if err != nil {
+			return err
+		}
+		out = append(out, feed...)
+	}
+	if len(out) > 0 {
+		if c.beforeProduce != nil {
+			c.beforeProduce(out)
+		}
+		results, err := c.produceBounded(out)
+		if err != nil {
+			return fmt.Errorf("produce dead letters and changelog: %w", err)
+		}
+		ends := map[int32]int64{}
+		for _, r := range results {
+			if r.Record.Topic == c.changelogTopic() {
+				ends[r.Record.Partition] = max(ends[r.Record.Partition], r.Record.Offset+1)
+			}
+		}
+		for i := range b.deltas {
+			b.deltas[i].ChangelogEnd = ends[b.deltas[i].Partition]
+		}
+	}
+	if c.beforeStateCommit != nil {
+		if err := c.beforeStateCommit(); err != nil {
+			return err
+		}
+	}
+	if err := c.store.Commit(b.deltas...); err != nil {
+		return err
+	}
+	// The Kafka commit is asynchronous: the state already records what is
+	// applied, and records at or below that are skipped on re-read, so a
+	// commit that lags or fails costs a re-read, never correctness. Waiting
+	// for it would stall the next batch by a broker round trip.
+	c.setDurable(b.offsets)
+	c.cl.CommitOffsets(context.Background(), b.offsets, c.onCommitted)
+	c.ready.Store(true)
+	var changed []violation.Violation
+	for _, pd := range b.deltas {
+		changed = append(changed, pd.Delta.Changed...)
+	}
+	if c.cfg.OnCommit != nil && len(changed) > 0 {
+		c.cfg.OnCommit(changed)
+	}
+	return nil
+}
+
+// flush waits until every batch handed to the committer is durable, and
+// returns the committer's error, if any.
+func (c *Consumer) flush() error {
+	c.commits.Wait()
+	if err := c.commitErr.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// setDurable records the offsets of a batch that is now durable.
+func (c *Consumer) setDurable(offs map[string]map[int32]kgo.EpochOffset) {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	if c.durable == nil {
+		c.durable = map[string]map[int32]kgo.EpochOffset{}
+	}
+	for t, ps := range offs {
+		if c.durable[t] == nil {
+			c.durable[t] = map[int32]kgo.EpochOffset{}
+		}
+		for p, o := range ps {
+			c.durable[t][p] = o
+		}
+	}
+}
+
+// durableOffsets returns a copy of the offsets of the durable batches, per
+// partition still owned.
+func (c *Consumer) durableOffsets() map[string]map[int32]kgo.EpochOffset {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	out := make(map[string]map[int32]kgo.EpochOffset, len(c.durable))
+	for t, ps := range c.durable {
+		out[t] = make(map[int32]kgo.EpochOffset, len(ps))
+		for p, o := range ps {
+			out[t][p] = o
+		}
+	}
+	return out
+}
+
+// forgetDurable drops the offsets of partitions this member no longer owns,
+// so a later revoke never commits them over their new owner's.
+func (c *Consumer) forgetDurable(tps map[string][]int32) {
+	c.durableMu.Lock()
+	defer c.durableMu.Unlock()
+	for t, ps := range tps {
+		for _, p := range ps {
+			delete(c.durable[t], p)
+		}
+	}
+}
+
+func (c *Consumer) onCommitted(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		c.log.Warn("commit offsets", zap.Error(err))
+	}
+}
