@@ -18,7 +18,6 @@ import (
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/kafkatest"
-	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -78,7 +77,7 @@ func newAlertManager(t *testing.T, am config.Alertmanager) (*alert.Manager, erro
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	acfg := monitor.AlertConfig(am)
+	acfg := alert.ConfigFrom(am)
 	acfg.Backoff = alert.BackoffConfig{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAttempts: 2}
 	m, err := alert.NewManager(acfg, store.DB(), prometheus.NewRegistry(), zap.NewNop())
 	if err != nil {

@@ -170,14 +170,14 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		m.log.Info("privacy: customer ids, keys and trigger event ids are minimised in the API, alerts and violations topic",
 			zap.String("identifiers", string(m.minimize.Mode())), zap.Float64s("impact_bands", cfg.Privacy.ImpactBands))
 	}
-	acfg := AlertConfig(cfg.Alertmanager)
+	acfg := alert.ConfigFrom(cfg.Alertmanager)
 	acfg.ExternalURL = cfg.HTTP.ExternalURL
 	acfg.Now = opts.Now
 	acfg.Minimize = m.minimize
 	if m.alerts, err = alert.NewManager(acfg, m.store.DB(), m.reg, m.log.Named("alert")); err != nil {
 		return nil, err
 	}
-	if err = m.alerts.SetRules(RuleSpecs(rs)); err != nil {
+	if err = m.alerts.SetRules(alert.SpecsOf(rs)); err != nil {
 		return nil, err
 	}
 	if !cfg.Kafka.Changelog {
@@ -273,38 +273,6 @@ func (m *Monitor) listen(cfg config.HTTP, sloCfg config.SLO) error {
 		zap.Bool("basic_auth", sec.BasicAuth), zap.Bool("client_certificates", sec.ClientCertificates),
 		zap.Bool("open_health_checks", cfg.OpenHealthChecks))
 	return nil
-}
-
-// AlertConfig turns the alertmanager section of the configuration into the
-// alert manager's targets and HTTP client settings.
-func AlertConfig(am config.Alertmanager) alert.Config {
-	return alert.Config{
-		URLs:           am.Targets(),
-		ResendInterval: am.ResendInterval,
-		ClientConfig: alert.ClientConfig{
-			Timeout:                  am.Timeout,
-			HTTP:                     am.HTTP,
-			AllowCredentialsOverHTTP: am.AllowCredentialsOverHTTP,
-		},
-	}
-}
-
-// RuleSpecs turns compiled rules into what the alert manager needs.
-func RuleSpecs(rs *rules.RuleSet) []alert.RuleSpec {
-	specs := make([]alert.RuleSpec, 0, len(rs.Rules))
-	for _, r := range rs.Rules {
-		specs = append(specs, alert.RuleSpec{
-			Name:        r.Name,
-			Labels:      r.Labels,
-			Annotations: r.Annotations,
-			RunbookURL:  r.Annotations["runbook_url"],
-			Impact:      r.Impact.Quantity(),
-			Severity: func(a alert.Aggregate) (string, error) {
-				return r.SeverityOf(rules.Aggregate{Count: a.Count, Customers: a.Customers, Total: a.Total})
-			},
-		})
-	}
-	return specs
 }
 
 // ready: the group is joined, state is loaded, and no broker refuses the
@@ -430,7 +398,7 @@ func (m *Monitor) reload(ctx context.Context) error {
 	if err := m.bindSchemas(ctx, rs); err != nil {
 		return err
 	}
-	specs := RuleSpecs(rs)
+	specs := alert.SpecsOf(rs)
 	for _, s := range specs {
 		if err := s.Validate(); err != nil {
 			return err

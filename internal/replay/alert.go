@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/alert"
-	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/report"
 )
@@ -30,7 +29,7 @@ const SourceLabel = "invmon_source"
 // state lives in the replay's own database, so resuming a finished replay
 // does not page twice within the resend interval.
 func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]string, error) {
-	cfg := monitor.AlertConfig(o.Config.Alertmanager)
+	cfg := alert.ConfigFrom(o.Config.Alertmanager)
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("replay: --alert needs alertmanager.urls (or static_configs) in the configuration")
 	}
@@ -49,7 +48,7 @@ func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]stri
 	if err != nil {
 		htmlPath = filepath.Join(o.ReportDir, report.HTMLFile)
 	}
-	specs := monitor.RuleSpecs(r.rs)
+	specs := alert.SpecsOf(r.rs)
 	for i := range specs {
 		specs[i].Labels = maps.Clone(specs[i].Labels)
 		if specs[i].Labels == nil {
