@@ -1,7 +1,6 @@
 package kafkatest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -196,29 +195,7 @@ func (a *Alertmanager) waitReady(timeout time.Duration) error {
 	}
 	// Idle keep-alive connections would outlive the test as goroutines.
 	defer client.CloseIdleConnections()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	exited := a.proc.exited()
-	var lastErr error
-	for {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, a.URL()+"/-/ready", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET /-/ready: %s", resp.Status)
-		}
-		lastErr = err
-		select {
-		case <-exited:
-			return a.proc.failure("alertmanager %s exited before it was ready: %v", a.URL(), a.proc.exitErr())
-		case <-deadline.C:
-			return a.proc.failure("alertmanager %s not ready within %s: %v", a.URL(), timeout, lastErr)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return a.proc.waitReady("alertmanager", a.URL(), client, timeout, 10*time.Millisecond)
 }
 
 // alertmanagerWebConfig writes opts as an exporter-toolkit web config.

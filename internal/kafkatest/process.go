@@ -1,10 +1,12 @@
 package kafkatest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -250,4 +252,33 @@ func FreePort(t testing.TB) int {
 		t.Fatalf("kafkatest: free port: %v", err)
 	}
 	return port
+}
+
+// waitReady polls url's /-/ready (the readiness endpoint of Prometheus and
+// Alertmanager) every period until it answers 200, the process exits, or
+// timeout passes; name says which server it is in errors.
+func (p *process) waitReady(name, url string, client *http.Client, timeout, period time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	exited := p.exited()
+	var lastErr error
+	for {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url+"/-/ready", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET /-/ready: %s", resp.Status)
+		}
+		lastErr = err
+		select {
+		case <-exited:
+			return p.failure("%s %s exited before it was ready: %v", name, url, p.exitErr())
+		case <-deadline.C:
+			return p.failure("%s %s not ready within %s: %v", name, url, timeout, lastErr)
+		case <-time.After(period):
+		}
+	}
 }

@@ -107,28 +107,7 @@ func (p *Prometheus) shutdown() { p.Stop() }
 func (p *Prometheus) waitReady(timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	exited := p.proc.exited()
-	var lastErr error
-	for {
-		resp, err := client.Get(p.URL() + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET /-/ready: %s", resp.Status)
-		}
-		lastErr = err
-		select {
-		case <-exited:
-			return p.proc.failure("prometheus %s exited before it was ready: %v", p.URL(), p.proc.exitErr())
-		case <-deadline.C:
-			return p.proc.failure("prometheus %s not ready within %s: %v", p.URL(), timeout, lastErr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return p.proc.waitReady("prometheus", p.URL(), client, timeout, 20*time.Millisecond)
 }
 
 // PromAlert is one alert as Prometheus's /api/v1/alerts lists it.
