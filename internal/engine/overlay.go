@@ -47,7 +47,7 @@ func (p *Partition) put(key string, value []byte, absent bool) {
 	if op, ok := p.delta.Ops[key]; ok {
 		fresh = op.fresh
 	}
-	p.delta.Ops[key] = Op{Value: value, fresh: fresh}
+	p.delta.set(key, Op{Value: value, fresh: fresh})
 }
 
 // del records a durable delete.
@@ -56,24 +56,21 @@ func (p *Partition) del(key string) {
 		delete(p.delta.Ops, key)
 		return
 	}
-	p.delta.Ops[key] = Op{Delete: true}
+	p.delta.set(key, Op{Delete: true})
 }
 
 // scan calls fn for every live key in [start, end) in key order, across all
 // layers; fn returns false to stop. fn may write state: the iteration sees
 // the state as it was when the scan began.
 func (p *Partition) scan(start, end string, fn func(key string, value []byte) bool) {
-	in := func(k string) bool { return k >= start && (end == "" || k < end) }
 	var over map[string]Op
 	for _, d := range append(slices.Clip(p.inflight), p.delta) {
-		for k, op := range d.Ops {
-			if in(k) {
-				if over == nil {
-					over = map[string]Op{}
-				}
-				over[k] = op
+		d.rangeOps(start, end, func(k string, op Op) {
+			if over == nil {
+				over = map[string]Op{}
 			}
-		}
+			over[k] = op
+		})
 	}
 	keys := make([]string, 0, len(over))
 	for k := range over {

@@ -197,7 +197,7 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 		streams:   map[string]*streamState{},
 		tables:    map[string]*table{},
 		snap:      snap,
-		delta:     &Delta{Ops: map[string]Op{}},
+		delta:     newDelta(0),
 		bounds:    DefaultTimeBounds(),
 		retention: DefaultViolationRetention,
 	}
@@ -502,18 +502,18 @@ func (p *Partition) PendingCount() int {
 func (p *Partition) TakeDelta() *Delta {
 	for name, st := range p.streams {
 		if st.dirty {
-			p.delta.Ops[prefixStream+name] = Op{Value: timeBytes(st.maxEventTime)}
+			p.delta.set(prefixStream+name, Op{Value: timeBytes(st.maxEventTime)})
 			st.dirty = false
 		}
 	}
 	for _, c := range p.counters {
 		if c.dirty {
-			p.delta.Ops[c.key] = Op{Value: binary.AppendVarint(nil, c.n)}
+			p.delta.set(c.key, Op{Value: binary.AppendVarint(nil, c.n)})
 			c.dirty = false
 		}
 	}
 	d := p.delta
-	p.delta = &Delta{Ops: make(map[string]Op, len(d.Ops))}
+	p.delta = newDelta(len(d.Ops))
 	p.inflight = slices.DeleteFunc(p.inflight, func(d *Delta) bool { return d.durable.Load() })
 	if len(d.Ops) > 0 {
 		p.inflight = append(p.inflight, d)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/btree"
+
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -35,7 +37,51 @@ type Delta struct {
 	// alerting side and the violation API once the delta is durable.
 	Changed []violation.Violation
 
+	// index holds the keys the partition wrote to Ops in order, so that a
+	// range scan visits only the delta's keys in its range instead of every
+	// key of every delta in flight (per event, that was quadratic in the
+	// batch). It may hold keys since deleted from Ops; nil for a delta not
+	// made by a partition, which a scan then reads in full.
+	index *btree.BTreeG[string]
+
 	durable atomic.Bool
+}
+
+// newDelta returns an empty delta with its key index.
+func newDelta(capacity int) *Delta {
+	return &Delta{Ops: make(map[string]Op, capacity), index: btree.NewOrderedG[string](32)}
+}
+
+// set records op for key, in Ops and in the key index.
+func (d *Delta) set(key string, op Op) {
+	if _, ok := d.Ops[key]; !ok && d.index != nil {
+		d.index.ReplaceOrInsert(key)
+	}
+	d.Ops[key] = op
+}
+
+// rangeOps calls fn for every key of Ops in [start, end) (end "" for no
+// upper bound), through the index when the delta has one.
+func (d *Delta) rangeOps(start, end string, fn func(key string, op Op)) {
+	if d.index == nil {
+		for k, op := range d.Ops {
+			if k >= start && (end == "" || k < end) {
+				fn(k, op)
+			}
+		}
+		return
+	}
+	visit := func(k string) bool {
+		if op, ok := d.Ops[k]; ok {
+			fn(k, op)
+		}
+		return true
+	}
+	if end == "" {
+		d.index.AscendGreaterOrEqual(start, visit)
+	} else {
+		d.index.AscendRange(start, end, visit)
+	}
 }
 
 // Empty reports whether the delta holds no change.
