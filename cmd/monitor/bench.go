@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/bench"
 	"github.com/invmon/invmon/internal/config"
@@ -55,6 +56,7 @@ violations equal the scenario's truth.`,
 			if err != nil {
 				return err
 			}
+			rep.Budget = int64(config.Defaults().State.CacheSize) + memoryHeadroom
 			rep.Print(os.Stdout)
 			if restore > 0 {
 				fmt.Fprintf(os.Stderr, "bench: logging %d state entries to a changelog partition and restoring them ...\n", restore)
@@ -139,6 +141,9 @@ func benchMonitorCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			// The memory limit `monitor run` sets from state.cache_size, so the
+			// peak RSS is measured against the same budget.
+			setMemoryLimit(config.Defaults().State.CacheSize, zap.NewNop())
 			rs, _, err := bench.ExampleRules(prefix, ruleNames...)
 			if err != nil {
 				return err

@@ -56,6 +56,9 @@ type FiveReport struct {
 	Rows []Row
 	// Scores compare the five-rule run's violations with the truth.
 	Scores map[string]*sim.Score
+	// Budget is the memory the monitor was given (state.cache_size plus
+	// headroom, the Go memory limit); zero when none was set.
+	Budget int64
 }
 
 // All is the row of the five rules together.
@@ -125,6 +128,13 @@ func (r *FiveReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "monitor, all five rules:     %.0f events/s\n", all.Rate)
 	fmt.Fprintf(w, "monitor / bare consumer:     %.1f%%\n", 100*all.Ratio())
 	fmt.Fprintf(w, "monitor peak RSS:            %.0f MiB\n", float64(all.PeakRSS)/(1<<20))
+	if r.Budget > 0 {
+		within := "within"
+		if all.PeakRSS > r.Budget {
+			within = "OVER"
+		}
+		fmt.Fprintf(w, "memory budget:               %.0f MiB (state.cache_size + headroom; peak RSS %s it)\n", float64(r.Budget)/(1<<20), within)
+	}
 	fmt.Fprintf(w, "live state entries:          %d\n", all.LiveEntries)
 	found, injected, exact, detail := Verdict(r.Scores)
 	verdict := "exact"
