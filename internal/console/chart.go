@@ -77,7 +77,7 @@ func violationChart(vs []violation.Violation) chart {
 	for i := range chartBuckets {
 		top = max(top, open[i]+resolved[i])
 	}
-	yMax := niceCeil(float64(top))
+	yMax := quantity.NiceCeil(float64(top))
 	bw := c.PlotW / chartBuckets
 	bottom := c.PlotY + c.PlotH
 	for i := range chartBuckets {
@@ -125,20 +125,6 @@ func violationChart(vs []violation.Violation) chart {
 		c.XTicks = append(c.XTicks, chartTick{X: round1(c.PlotX + c.PlotW*float64(i)/4), Y: bottom + 16, Label: t.UTC().Format(layout), Anchor: anchor})
 	}
 	return c
-}
-
-// niceCeil rounds up to 1, 2 or 5 times a power of ten; at least 1.
-func niceCeil(v float64) float64 {
-	if v <= 1 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
 }
 
 func round1(f float64) float64 { return math.Round(f*10) / 10 }

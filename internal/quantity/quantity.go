@@ -138,3 +138,18 @@ func ExcessDecimals(text string, decimals int) []string {
 	}
 	return out
 }
+
+// NiceCeil rounds v up to 1, 2 or 5 times a power of ten, at least 1: the
+// top of a chart's axis, so its labels are round numbers.
+func NiceCeil(v float64) float64 {
+	if v <= 1 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}

@@ -140,7 +140,7 @@ func timeline(r *Report) chart {
 		}
 		maxStack = max(maxStack, n)
 	}
-	yMax := niceCeil(float64(maxStack))
+	yMax := quantity.NiceCeil(float64(maxStack))
 	for _, s := range series {
 		var cumAll, cumOpen float64
 		for i := range buckets {
@@ -154,7 +154,7 @@ func timeline(r *Report) chart {
 	case 0:
 		c.Y2Label = ""
 	case 1:
-		y2Max = niceCeil(series[0].all[buckets-1])
+		y2Max = quantity.NiceCeil(series[0].all[buckets-1])
 		if series[0].unit.Name != "" {
 			c.Y2Label = "cumulative impact (" + series[0].unit.Name + ")"
 		}
@@ -294,21 +294,6 @@ func ticks(top float64) []float64 {
 		out = append(out, top*float64(i)/float64(n))
 	}
 	return out
-}
-
-// niceCeil rounds up to 1, 2 or 5 times a power of ten, so axis labels are
-// round numbers; at least 1.
-func niceCeil(v float64) float64 {
-	if v <= 1 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
 }
 
 func round1(f float64) float64 { return math.Round(f*10) / 10 }

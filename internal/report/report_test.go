@@ -205,11 +205,11 @@ func TestReplayReportChartTicks(t *testing.T) {
 		max  float64
 		want []float64
 	}{
-		{niceCeil(0), []float64{0, 1}},
-		{niceCeil(3), []float64{0, 1, 2, 3, 4, 5}},
-		{niceCeil(17), []float64{0, 5, 10, 15, 20}},
-		{niceCeil(420), []float64{0, 100, 200, 300, 400, 500}},
-		{niceCeil(101), []float64{0, 50, 100, 150, 200}},
+		{quantity.NiceCeil(0), []float64{0, 1}},
+		{quantity.NiceCeil(3), []float64{0, 1, 2, 3, 4, 5}},
+		{quantity.NiceCeil(17), []float64{0, 5, 10, 15, 20}},
+		{quantity.NiceCeil(420), []float64{0, 100, 200, 300, 400, 500}},
+		{quantity.NiceCeil(101), []float64{0, 50, 100, 150, 200}},
 	} {
 		if got := ticks(c.max); !slices.Equal(got, c.want) {
 			t.Errorf("ticks(%v) = %v, want %v", c.max, got, c.want)
