@@ -157,7 +157,7 @@ func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx e
 		return
 	case t.Kind() == reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", nodeKind(n))))
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", NodeKind(n))))
 			return
 		}
 		fields := map[string]reflect.Type{}
@@ -181,7 +181,7 @@ func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx e
 		}
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a list, got %s", nodeKind(n))))
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a list, got %s", NodeKind(n))))
 			return
 		}
 		for _, c := range n.Content {
@@ -193,7 +193,7 @@ func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx e
 		}
 	case t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", nodeKind(n))))
+			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", NodeKind(n))))
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -238,7 +238,9 @@ func knownFields(m map[string]reflect.Type) string {
 	return strings.Join(names, ", ")
 }
 
-func nodeKind(n *yaml.Node) string {
+// NodeKind names what a YAML node is, for errors: "a mapping", "a list" or
+// the quoted scalar. Rule files and rule test files word it alike.
+func NodeKind(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"

@@ -102,7 +102,7 @@ func (l *loader) file(name string, src []byte) {
 	c := &compiler{file: name, lines: strings.Split(string(src), "\n"), events: l.events, aggs: l.aggs, errs: &l.errs, checks: &l.set.checks, warns: &l.warns}
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
-		l.errs = append(l.errs, yamlError(name, err))
+		l.errs = append(l.errs, YAMLError(name, err))
 		return
 	}
 	// Before anything walks the tree: nested aliases would make every walk
@@ -124,7 +124,7 @@ func (l *loader) file(name string, src []byte) {
 	}
 	var spec fileSpec
 	if err := doc.Decode(&spec); err != nil {
-		l.errs = append(l.errs, yamlError(name, err))
+		l.errs = append(l.errs, YAMLError(name, err))
 		return
 	}
 	streamNames := make([]string, 0, len(spec.Streams))
@@ -142,7 +142,9 @@ func (l *loader) file(name string, src []byte) {
 
 var fileType = reflectTypeOf[fileSpec]()
 
-func yamlError(file string, err error) *Error {
+// YAMLError turns a yaml.v3 error into an Error at the line it names, so
+// that a syntax error reads like every other problem of a rule or test file.
+func YAMLError(file string, err error) *Error {
 	// yaml.v3 reports "yaml: line N: msg" (or a list of such lines for type
 	// errors); lift the line into the position so the format stays uniform.
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")

@@ -185,7 +185,7 @@ func (d *decoder) parse(src []byte) *File {
 	f := &File{Path: d.file, Start: DefaultStart, EvaluationInterval: DefaultEvaluationInterval}
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
-		d.errs = append(d.errs, yamlError(d.file, err))
+		d.errs = append(d.errs, rules.YAMLError(d.file, err))
 		return nil
 	}
 	if len(root.Content) == 0 {
@@ -431,7 +431,7 @@ func (d *decoder) eval(n *yaml.Node) *Eval {
 func (d *decoder) fields(n *yaml.Node, known ...string) map[string]*yaml.Node {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "expected a mapping, got %s", kindOf(n))
+		d.errorf(n, "expected a mapping, got %s", rules.NodeKind(n))
 		return nil
 	}
 	out := map[string]*yaml.Node{}
@@ -453,7 +453,7 @@ func (d *decoder) fields(n *yaml.Node, known ...string) map[string]*yaml.Node {
 func (d *decoder) list(n *yaml.Node, what string) []*yaml.Node {
 	n = deref(n)
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "%s: expected a list, got %s", what, kindOf(n))
+		d.errorf(n, "%s: expected a list, got %s", what, rules.NodeKind(n))
 		return nil
 	}
 	out := make([]*yaml.Node, 0, len(n.Content))
@@ -466,7 +466,7 @@ func (d *decoder) list(n *yaml.Node, what string) []*yaml.Node {
 func (d *decoder) scalar(n *yaml.Node, what string) (string, bool) {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, "%s: expected a single value, got %s", what, kindOf(n))
+		d.errorf(n, "%s: expected a single value, got %s", what, rules.NodeKind(n))
 		return "", false
 	}
 	return n.Value, true
@@ -499,18 +499,6 @@ func deref(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-func kindOf(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "nothing"
-}
-
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -518,16 +506,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// yamlError lifts yaml's "line N: msg" into a position, so syntax errors read
-// like every other error.
-func yamlError(file string, err error) *Error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if k, _ := fmt.Sscanf(msg, "line %d:", &line); k == 1 && line > 0 {
-		_, rest, _ := strings.Cut(msg, ": ")
-		return &Error{Pos: Pos{File: file, Line: line, Column: 1}, Message: rest}
-	}
-	return &Error{Pos: Pos{File: file, Line: 1, Column: 1}, Message: msg}
 }

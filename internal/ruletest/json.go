@@ -74,7 +74,7 @@ func (d *decoder) pairs(n *yaml.Node) ([]pair, bool) {
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			d.errorf(k, "value: a JSON object key must be a string, got %s", kindOf(k))
+			d.errorf(k, "value: a JSON object key must be a string, got %s", rules.NodeKind(k))
 			ok = false
 		case k.ShortTag() == "!!merge":
 			v = deref(v)
@@ -85,7 +85,7 @@ func (d *decoder) pairs(n *yaml.Node) ([]pair, bool) {
 			for _, src := range srcs {
 				src = deref(src)
 				if src.Kind != yaml.MappingNode {
-					d.errorf(src, "value: << merges a mapping, got %s", kindOf(src))
+					d.errorf(src, "value: << merges a mapping, got %s", rules.NodeKind(src))
 					ok = false
 					continue
 				}
