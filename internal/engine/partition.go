@@ -109,7 +109,7 @@ type Partition struct {
 	// floors is, per time-ordered prefix, where its next due scan starts
 	// (scanDue); in memory only, so a restart scans each range once whole.
 	floors map[string]string
-	err      error
+	err    error
 	// retention is how long resolved violations are kept (and their ids
 	// after that); DefaultViolationRetention unless set.
 	retention time.Duration
