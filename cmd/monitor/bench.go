@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -129,18 +128,11 @@ func benchMonitorCmd() *cobra.Command {
 		Use:    "bench-monitor",
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// INVMON_CPUPROFILE=FILE profiles the monitor: where the time goes.
-			if path := os.Getenv("INVMON_CPUPROFILE"); path != "" {
-				f, err := os.Create(path)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile()
+			if err != nil {
+				return err
 			}
+			defer stop()
 			// The memory limit `monitor run` sets from state.cache_size, so the
 			// peak RSS is measured against the same budget.
 			setMemoryLimit(config.Defaults().State.CacheSize, zap.NewNop())
@@ -185,19 +177,14 @@ func benchState(events, partitions int, cacheSize int64) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	debug.SetMemoryLimit(cacheSize + 192<<20)
-	// INVMON_CPUPROFILE=FILE profiles the run: where the time goes.
-	if path := os.Getenv("INVMON_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	// The memory limit `monitor run` sets from state.cache_size, so the
+	// peak RSS is measured against the same budget.
+	setMemoryLimit(config.ByteSize(cacheSize), zap.NewNop())
+	stop, err := startCPUProfile()
+	if err != nil {
+		return err
 	}
+	defer stop()
 	fmt.Fprintf(os.Stderr, "bench --state: %d events over %d partitions, state.cache_size %s, in %s ...\n",
 		events, partitions, config.ByteSize(cacheSize), dir)
 	res, err := bench.State(dir, events, partitions, 2000, cacheSize, os.Stderr)
@@ -216,4 +203,23 @@ func benchState(events, partitions int, cacheSize int64) error {
 	fmt.Printf("restart to ready:            %.3f s\n", res.Restart.Seconds())
 	fmt.Printf("then first record durable:   %.3f s\n", res.FirstRecord.Seconds())
 	return nil
+}
+
+// startCPUProfile profiles the process into the file INVMON_CPUPROFILE names,
+// when it is set: where a benchmark's time goes. The returned stop ends the
+// profile and closes the file.
+func startCPUProfile() (stop func(), err error) {
+	path := os.Getenv("INVMON_CPUPROFILE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

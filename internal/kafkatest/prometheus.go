@@ -134,61 +134,55 @@ func (p *Prometheus) LogTail() string { return tailFile(p.proc.outPath, 30) }
 
 // Alerts returns the alerts the server holds now (GET /api/v1/alerts).
 func (p *Prometheus) Alerts(ctx context.Context) ([]PromAlert, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/api/v1/alerts", nil)
-	if err != nil {
+	var data struct {
+		Alerts []PromAlert `json:"alerts"`
+	}
+	if err := p.get(ctx, "/api/v1/alerts", &data); err != nil {
 		return nil, err
+	}
+	return data.Alerts, nil
+}
+
+// get reads one answer of Prometheus's HTTP API and decodes its data field:
+// the API wraps every answer in {status, error, data}.
+func (p *Prometheus) get(ctx context.Context, path string, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+path, nil)
+	if err != nil {
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
-	var body struct {
+	body := struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
-		Data   struct {
-			Alerts []PromAlert `json:"alerts"`
-		} `json:"data"`
-	}
+		Data   any    `json:"data"`
+	}{Data: data}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET /api/v1/alerts: %s: %w", resp.Status, err)
+		return fmt.Errorf("GET %s: %s: %w", path, resp.Status, err)
 	}
 	if body.Status != "success" {
-		return nil, fmt.Errorf("GET /api/v1/alerts: %s: %s", resp.Status, body.Error)
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body.Error)
 	}
-	return body.Data.Alerts, nil
+	return nil
 }
 
 // Query evaluates an instant PromQL query now and returns each series'
 // labels and value.
 func (p *Prometheus) Query(ctx context.Context, promql string) ([]QuerySample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/api/v1/query?query="+url.QueryEscape(promql), nil)
-	if err != nil {
-		return nil, err
+	var data struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
+	if err := p.get(ctx, "/api/v1/query?query="+url.QueryEscape(promql), &data); err != nil {
+		return nil, fmt.Errorf("query %q: %w", promql, err)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("query %q: %s: %w", promql, resp.Status, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("query %q: %s", promql, body.Error)
-	}
-	out := make([]QuerySample, 0, len(body.Data.Result))
-	for _, r := range body.Data.Result {
+	out := make([]QuerySample, 0, len(data.Result))
+	for _, r := range data.Result {
 		s, _ := r.Value[1].(string)
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
