@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // absence evaluates one absence rule on one partition: every event matching
@@ -56,11 +57,11 @@ func newAbsence(p *Partition, r *rules.Rule) *absence {
 }
 
 func (a *absence) key(kind, rest string) string {
-	return prefixRule + a.rule.Name + "/" + kind + "/" + rest
+	return statekey.Rule + a.rule.Name + "/" + kind + "/" + rest
 }
 
 func (a *absence) load() {
-	a.n = a.p.newCounter(prefixRule + a.rule.Name + "/n")
+	a.n = a.p.newCounter(statekey.Rule + a.rule.Name + "/n")
 	a.pendingGauge.Set(float64(a.n.n))
 }
 
@@ -105,7 +106,7 @@ func (a *absence) putPendings(key string, list []pending, absent bool) {
 }
 
 func (a *absence) deadlineKey(pd *pending) string {
-	return a.key("d", string(timeBytes(pd.Deadline))+pd.Key+"\x00"+pd.EventID)
+	return a.key("d", string(statekey.TimeBytes(pd.Deadline))+pd.Key+"\x00"+pd.EventID)
 }
 
 func (a *absence) seen(key string) ([]seenEvent, bool) {
@@ -211,7 +212,7 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 		seen = append(seen, seenEvent{time: t})
 		i = len(seen) - 1
 		changed = true
-		a.p.put(a.key("s", string(timeBytes(t))+key), nil, true)
+		a.p.put(a.key("s", string(statekey.TimeBytes(t))+key), nil, true)
 	}
 	if list, _ := a.pendings(key); len(list) > 0 {
 		keep := list[:0]
@@ -256,8 +257,8 @@ func (a *absence) advance(now time.Time) {
 	}
 	// Due triggers are a range scan of the deadline index.
 	dp := a.key("d", "")
-	a.p.scanDue(dp, until(dp, wm), func(k string, _ []byte) bool {
-		key, id, ok := cutLast(k[len(dp)+8:])
+	a.p.scanDue(dp, statekey.Until(dp, wm), func(k string, _ []byte) bool {
+		key, id, ok := statekey.CutLast(k[len(dp)+8:])
 		if !ok {
 			a.p.fail(fmt.Errorf("rule %s: corrupt deadline key %q", a.rule.Name, k))
 			return false
@@ -287,9 +288,9 @@ func (a *absence) advance(now time.Time) {
 	// still finds them.
 	horizon := a.spec.Lookback + a.spec.Within + a.spec.RedeliveryWindow
 	sp := a.key("s", "")
-	a.p.scanDue(sp, until(sp, wm.Add(-horizon)), func(k string, _ []byte) bool {
+	a.p.scanDue(sp, statekey.Until(sp, wm.Add(-horizon)), func(k string, _ []byte) bool {
 		rest := k[len(sp):]
-		t, key := bytesTime([]byte(rest[:8])), rest[8:]
+		t, key := statekey.Time([]byte(rest[:8])), rest[8:]
 		a.p.del(k)
 		seen, _ := a.seen(key)
 		a.putSeen(key, slices.DeleteFunc(seen, func(s seenEvent) bool { return s.time.Equal(t) }), false)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -196,7 +197,7 @@ func (m *match) trigger() trigger {
 // trigger read again). It returns the violation, or nil when it existed.
 func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *violation.Violation {
 	id := violation.ID(b.rule.Name, b.rule.Version, t.Key, t.EventID)
-	if _, ok := b.p.get(prefixViolation + id); ok {
+	if _, ok := b.p.get(statekey.Violation + id); ok {
 		return nil
 	}
 	v := &violation.Violation{
@@ -300,20 +301,20 @@ func (t *table) get(p *Partition, key string) *tableEntry {
 	return e
 }
 
-func tableKey(stream, key string) string { return prefixTable + stream + "/" + key }
+func tableKey(stream, key string) string { return statekey.Table + stream + "/" + key }
 
 // tablePut keeps the newer of the stored and the given event for key.
 func (p *Partition) tablePut(t *table, key, id string, at time.Time, raw []byte) {
 	k := tableKey(t.name, key)
 	old, ok := p.get(k)
-	if ok && len(old) >= 8 && at.Before(bytesTime(old[:8])) {
+	if ok && len(old) >= 8 && at.Before(statekey.Time(old[:8])) {
 		return
 	}
 	p.put(k, encodeTableEntry(&tableEntry{time: at, id: id, raw: raw}), !ok)
 }
 func encodeTableEntry(e *tableEntry) []byte {
 	b := make([]byte, 0, 8+2+len(e.id)+len(e.raw))
-	b = append(b, timeBytes(e.time)...)
+	b = append(b, statekey.TimeBytes(e.time)...)
 	b = append(b, byte(len(e.id)>>8), byte(len(e.id)))
 	b = append(b, e.id...)
 	return append(b, e.raw...)
@@ -327,5 +328,5 @@ func decodeTableEntry(v []byte) (*tableEntry, error) {
 	if len(v) < 10+n {
 		return nil, fmt.Errorf("corrupt table entry")
 	}
-	return &tableEntry{time: bytesTime(v[:8]), id: string(v[10 : 10+n]), raw: append([]byte(nil), v[10+n:]...)}, nil
+	return &tableEntry{time: statekey.Time(v[:8]), id: string(v[10 : 10+n]), raw: append([]byte(nil), v[10+n:]...)}, nil
 }

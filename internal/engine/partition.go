@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -281,8 +282,8 @@ func (p *Partition) Topics() []string {
 // a partition is ready as soon as this returns, whatever its state size.
 func (p *Partition) load(Snapshot) error {
 	for name, st := range p.streams {
-		if v, ok := p.get(prefixStream + name); ok && len(v) == 8 {
-			st.maxEventTime = bytesTime(v)
+		if v, ok := p.get(statekey.Stream + name); ok && len(v) == 8 {
+			st.maxEventTime = statekey.Time(v)
 		}
 	}
 	for _, ev := range p.evaluators {
@@ -502,7 +503,7 @@ func (p *Partition) PendingCount() int {
 func (p *Partition) TakeDelta() *Delta {
 	for name, st := range p.streams {
 		if st.dirty {
-			p.delta.set(prefixStream+name, Op{Value: timeBytes(st.maxEventTime)})
+			p.delta.set(statekey.Stream+name, Op{Value: statekey.TimeBytes(st.maxEventTime)})
 			st.dirty = false
 		}
 	}
@@ -523,7 +524,7 @@ func (p *Partition) TakeDelta() *Delta {
 
 // getViolation reads a recorded violation; nil when there is none.
 func (p *Partition) getViolation(id string) *violation.Violation {
-	b, ok := p.get(prefixViolation + id)
+	b, ok := p.get(statekey.Violation + id)
 	if !ok || len(b) == 0 {
 		return nil // none, or an expired one's id (see expireViolations)
 	}
@@ -543,13 +544,13 @@ func (p *Partition) putViolation(v *violation.Violation, prev *violation.Violati
 		// A Violation has only plain fields; failing to encode one is a bug.
 		panic(fmt.Sprintf("encode violation: %v", err))
 	}
-	p.put(prefixViolation+v.ID, b, prev == nil)
+	p.put(statekey.Violation+v.ID, b, prev == nil)
 	if prev != nil {
-		for _, k := range IndexKeys(prev) {
+		for _, k := range statekey.IndexKeys(prev) {
 			p.del(k)
 		}
 	}
-	for _, k := range IndexKeys(v) {
+	for _, k := range statekey.IndexKeys(v) {
 		p.put(k, nil, prev == nil)
 	}
 	p.delta.Changed = append(p.delta.Changed, *v)
@@ -559,7 +560,7 @@ func (p *Partition) putViolation(v *violation.Violation, prev *violation.Violati
 // them all: for tests and tools, not for the per-event path.
 func (p *Partition) Violations() []violation.Violation {
 	var out []violation.Violation
-	p.scan(prefixViolation, PrefixEnd(prefixViolation), func(_ string, b []byte) bool {
+	p.scan(statekey.Violation, statekey.PrefixEnd(statekey.Violation), func(_ string, b []byte) bool {
 		if len(b) == 0 {
 			return true // an expired violation's id
 		}
@@ -576,7 +577,7 @@ func (p *Partition) Violations() []violation.Violation {
 
 // hasViolation reports whether the trigger's violation is recorded.
 func (p *Partition) hasViolation(rule, version, key, eventID string) bool {
-	_, ok := p.get(prefixViolation + violation.ID(rule, version, key, eventID))
+	_, ok := p.get(statekey.Violation + violation.ID(rule, version, key, eventID))
 	return ok
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/btree"
 
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -110,7 +111,7 @@ type Snapshot interface {
 // returns the first error fn or the scan returns.
 func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) error) error {
 	var ferr error
-	err := snap.Scan(prefix, PrefixEnd(prefix), func(k string, v []byte) bool {
+	err := snap.Scan(prefix, statekey.PrefixEnd(prefix), func(k string, v []byte) bool {
 		ferr = fn(k, v)
 		return ferr == nil
 	})
@@ -118,19 +119,6 @@ func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) 
 		return ferr
 	}
 	return err
-}
-
-// PrefixEnd returns the first key after every key with prefix: Scan(p,
-// PrefixEnd(p)) visits exactly the keys with prefix p.
-func PrefixEnd(prefix string) string {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
 }
 
 // MemSnapshot is a Snapshot held in memory: the state of a partition built by
@@ -183,31 +171,10 @@ func (m *MemSnapshot) Scan(start, end string, fn func(key string, value []byte) 
 	return nil
 }
 
-// Key layout inside one partition's namespace. Times are big-endian unix
-// nanoseconds (offset so that they sort as unsigned), so a prefix scan
-// returns deadlines in time order: "what is due up to W" is a range scan,
-// and expiry is a range scan of the time-ordered keys.
-const (
-	prefixRule      = "r/" // r/<rule>/<kind key>/...: see each kind
-	prefixViolation = "v/" // v/<violation id>
-	prefixStream    = "w/" // w/<stream>: newest event time seen
-	prefixTable     = "t/" // t/<stream>/<key>: latest event of an entity
-	prefixIndex     = "i/" // i/...: secondary keys of violations (violations.go)
-)
-
-// StateFormat is the version of the key layout and value encoding above. A
-// state directory written in another format is refused by joinstate.Open.
+// StateFormat is the version of the key layout (package statekey) and of the
+// value encoding below. A state directory written in another format is
+// refused by joinstate.Open.
 const StateFormat = 2
-
-func timeBytes(t time.Time) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano())^(1<<63))
-	return b[:]
-}
-
-func bytesTime(b []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(b)^(1<<63))).UTC()
-}
 
 // errCorrupt is returned for a stored value that does not decode.
 var errCorrupt = errors.New("corrupt state value")
@@ -223,7 +190,7 @@ func (e enc) str(s string) enc {
 func (e enc) bytes(b []byte) enc {
 	return append(binary.AppendUvarint(e, uint64(len(b))), b...)
 }
-func (e enc) time(t time.Time) enc { return append(e, timeBytes(t)...) }
+func (e enc) time(t time.Time) enc { return append(e, statekey.TimeBytes(t)...) }
 func (e enc) f64(f float64) enc    { return binary.BigEndian.AppendUint64(e, math.Float64bits(f)) }
 func (e enc) i64(i int64) enc      { return binary.AppendVarint(e, i) }
 func (e enc) flag(b bool) enc {
@@ -260,7 +227,7 @@ func (d *dec) time() time.Time {
 		d.fail()
 		return time.Time{}
 	}
-	t := bytesTime(d.b[:8])
+	t := statekey.Time(d.b[:8])
 	d.b = d.b[8:]
 	return t
 }
@@ -306,17 +273,3 @@ func (d *dec) trigger() trigger {
 	t.Source.Topic, t.Source.Partition, t.Source.Offset = d.str(), int32(d.i64()), d.i64()
 	return t
 }
-
-// cutLast splits "<key>\x00<id>" at its last NUL.
-func cutLast(s string) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == 0 {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return "", "", false
-}
-
-// until returns the exclusive end of a time-ordered scan under prefix that
-// visits keys whose time is before t.
-func until(prefix string, t time.Time) string { return prefix + string(timeBytes(t)) }

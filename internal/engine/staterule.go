@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // stateRule evaluates one state rule on one partition: a condition over an
@@ -52,11 +53,11 @@ func newStateRule(p *Partition, r *rules.Rule) *stateRule {
 }
 
 func (s *stateRule) key(kind, rest string) string {
-	return prefixRule + s.rule.Name + "/" + kind + "/" + rest
+	return statekey.Rule + s.rule.Name + "/" + kind + "/" + rest
 }
 
 func (s *stateRule) checkKey(deadline time.Time, key, id string) string {
-	return s.key("d", string(timeBytes(deadline))+key+"\x00"+id)
+	return s.key("d", string(statekey.TimeBytes(deadline))+key+"\x00"+id)
 }
 
 func (s *stateRule) pending() int { return int(s.n.n) }
@@ -77,7 +78,7 @@ func (s *stateRule) extract(ev *rules.Event, _ *sideRef, m *match) error {
 
 func (s *stateRule) load() {
 	s.table = s.p.tables[s.spec.On.Stream.Name]
-	s.n = s.p.newCounter(prefixRule + s.rule.Name + "/n")
+	s.n = s.p.newCounter(statekey.Rule + s.rule.Name + "/n")
 }
 
 func (s *stateRule) refs(key string) ([]checkRef, bool) {
@@ -151,10 +152,10 @@ func (s *stateRule) apply(m *match, now time.Time) {
 	if s.spec.Until == nil {
 		start := m.time
 		b, ok := s.p.get(s.key("k", m.key))
-		if ok && len(b) == 8 && !m.time.Before(bytesTime(b)) {
-			start = bytesTime(b)
+		if ok && len(b) == 8 && !m.time.Before(statekey.Time(b)) {
+			start = statekey.Time(b)
 		} else {
-			s.p.put(s.key("k", m.key), timeBytes(start), !ok)
+			s.p.put(s.key("k", m.key), statekey.TimeBytes(start), !ok)
 		}
 		deadline = start.Add(s.spec.For)
 	} else if deadline.After(s.wm) {
@@ -190,7 +191,7 @@ func (s *stateRule) advance(now time.Time) {
 		return
 	}
 	dp := s.key("d", "")
-	s.p.scanDue(dp, until(dp, wm), func(k string, v []byte) bool {
+	s.p.scanDue(dp, statekey.Until(dp, wm), func(k string, v []byte) bool {
 		d := dec{b: v}
 		c := &check{trigger: d.trigger(), Deadline: d.time(), Raw: d.bytes()}
 		if d.err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // transition evaluates one transition rule on one partition. Events are held
@@ -61,15 +62,15 @@ func newTransition(p *Partition, r *rules.Rule) *transition {
 }
 
 func (t *transition) key(kind, rest string) string {
-	return prefixRule + t.rule.Name + "/" + kind + "/" + rest
+	return statekey.Rule + t.rule.Name + "/" + kind + "/" + rest
 }
 
 func (t *transition) bufferKey(e *transitionEvent) string {
-	return t.key("q", string(timeBytes(e.EventTime))+e.Key+"\x00"+e.EventID)
+	return t.key("q", string(statekey.TimeBytes(e.EventTime))+e.Key+"\x00"+e.EventID)
 }
 
 func (t *transition) load() {
-	t.n = t.p.newCounter(prefixRule + t.rule.Name + "/n")
+	t.n = t.p.newCounter(statekey.Rule + t.rule.Name + "/n")
 	t.pendingGauge.Set(float64(t.n.n))
 }
 
@@ -108,7 +109,7 @@ func (t *transition) advance(now time.Time) {
 	}
 	var due []*transitionEvent
 	qp := t.key("q", "")
-	t.p.scanDue(qp, until(qp, wm.Add(1)), func(k string, v []byte) bool {
+	t.p.scanDue(qp, statekey.Until(qp, wm.Add(1)), func(k string, v []byte) bool {
 		d := dec{b: v}
 		e := &transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
 		if d.err != nil {
@@ -131,7 +132,7 @@ func (t *transition) advance(now time.Time) {
 		t.step(e, now)
 	}
 	ep := t.key("E", "")
-	t.p.scanDue(ep, until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
+	t.p.scanDue(ep, statekey.Until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
 		t.p.del(k)
 		t.p.del(t.key("e", k[len(ep)+8:]))
 		return true
@@ -172,10 +173,10 @@ func (t *transition) step(e *transitionEvent, now time.Time) {
 	}
 	t.judged()
 	if cur != nil {
-		t.p.del(t.key("E", string(timeBytes(cur.Time))+e.Key))
+		t.p.del(t.key("E", string(statekey.TimeBytes(cur.Time))+e.Key))
 	}
 	t.p.put(t.key("e", e.Key), enc(nil).str(e.State).str(e.EventID).time(e.EventTime).f64(e.Version).flag(e.HasVersion), cur == nil)
-	t.p.put(t.key("E", string(timeBytes(e.EventTime))+e.Key), nil, true)
+	t.p.put(t.key("E", string(statekey.TimeBytes(e.EventTime))+e.Key), nil, true)
 }
 
 // older reports whether e comes before the entity's applied state: it

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // unique evaluates one unique rule on one partition: two events with the
@@ -48,11 +49,11 @@ func before(a, b *trigger) bool {
 	return a.EventID < b.EventID
 }
 
-func (u *unique) entriesKey(key string) string { return prefixRule + u.rule.Name + "/U/" + key }
-func (u *unique) expiryPrefix() string         { return prefixRule + u.rule.Name + "/u/" }
+func (u *unique) entriesKey(key string) string { return statekey.Rule + u.rule.Name + "/U/" + key }
+func (u *unique) expiryPrefix() string         { return statekey.Rule + u.rule.Name + "/u/" }
 
 func (u *unique) load() {
-	u.n = u.p.newCounter(prefixRule + u.rule.Name + "/n")
+	u.n = u.p.newCounter(statekey.Rule + u.rule.Name + "/n")
 	u.pendingGauge.Set(float64(u.n.n))
 }
 
@@ -113,7 +114,7 @@ func (u *unique) apply(m *match, now time.Time) {
 		}
 	}
 	u.putEntries(m.key, append(list, e), !existed)
-	u.p.put(u.expiryPrefix()+string(timeBytes(e.EventTime))+e.Key+"\x00"+e.EventID, nil, true)
+	u.p.put(u.expiryPrefix()+string(statekey.TimeBytes(e.EventTime))+e.Key+"\x00"+e.EventID, nil, true)
 	u.n.add(1)
 }
 
@@ -125,9 +126,9 @@ func (u *unique) advance(now time.Time) {
 	// An entry older than the window behind the watermark can pair with no
 	// on-time event any more: expiry is a range scan of the time index.
 	prefix := u.expiryPrefix()
-	u.p.scanDue(prefix, prefix+string(timeBytes(wm.Add(-u.spec.Window))), func(k string, _ []byte) bool {
+	u.p.scanDue(prefix, prefix+string(statekey.TimeBytes(wm.Add(-u.spec.Window))), func(k string, _ []byte) bool {
 		rest := k[len(prefix)+8:]
-		key, id, ok := cutLast(rest)
+		key, id, ok := statekey.CutLast(rest)
 		if !ok {
 			u.p.fail(fmt.Errorf("rule %s: corrupt expiry key %q", u.rule.Name, k))
 			return false

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // Changelog support: every state write of a partition is also appended to a
@@ -53,8 +54,8 @@ func (s *Store) metaKey(k []byte) ([]byte, error) {
 func (s *Store) WipePartition(partition int32, topics []string) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, prefix := range []string{"r/", "v/", "w/", "t/", "i/"} {
-		p := stateKey(partition, prefix)
+	for _, prefix := range statekey.Types {
+		p := statekey.Stored(partition, prefix)
 		err := s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
 			defer it.Close()
@@ -104,14 +105,14 @@ func (r *Restorer) Add(key, value []byte) error {
 		}
 		return r.wb.Set(offsetKey(topic, r.partition), append([]byte(nil), value...))
 	}
-	if len(k) < 2 {
+	if len(k) < statekey.TypeLen {
 		return fmt.Errorf("changelog key %q is not a state key", k)
 	}
 	r.Entries++
 	if value == nil {
-		return r.wb.Delete(stateKey(r.partition, k))
+		return r.wb.Delete(statekey.Stored(r.partition, k))
 	}
-	return r.wb.Set(stateKey(r.partition, k), append([]byte(nil), value...))
+	return r.wb.Set(statekey.Stored(r.partition, k), append([]byte(nil), value...))
 }
 
 // Finish writes everything and records that the state reflects the

@@ -3,7 +3,6 @@ package joinstate
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -61,12 +60,12 @@ var ErrBadCursor = errors.New("malformed page cursor")
 func (s *Store) Violation(id string) (*violation.Violation, error) {
 	var out *violation.Violation
 	err := s.db.View(func(txn *badger.Txn) error {
-		parts, err := partitions(txn, engine.PrefixViolation)
+		parts, err := partitions(txn, statekey.Violation)
 		if err != nil {
 			return err
 		}
 		for _, p := range parts {
-			item, err := txn.Get(stateKey(p, engine.PrefixViolation+id))
+			item, err := txn.Get(statekey.Stored(p, statekey.Violation+id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue
 			}
@@ -96,16 +95,15 @@ func partitions(txn *badger.Txn, keyType string) ([]int32, error) {
 	defer it.Close()
 	seek := []byte(keyType)
 	for it.Seek(seek); it.Valid(); it.Seek(seek) {
-		k := it.Item().Key()
-		if len(k) < 6 {
-			return nil, fmt.Errorf("corrupt state key %q", k)
+		p, err := statekey.Partition(it.Item().Key())
+		if err != nil {
+			return nil, err
 		}
-		p := binary.BigEndian.Uint32(k[2:6])
-		out = append(out, int32(p))
-		if p == 0xffffffff {
-			break
+		out = append(out, p)
+		if p == -1 {
+			break // the last partition number there is
 		}
-		seek = binary.BigEndian.AppendUint32([]byte(keyType), p+1)
+		seek = statekey.Stored(p+1, keyType)
 	}
 	return out, nil
 }
@@ -148,17 +146,17 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 	switch {
 	case q.Customer != "" && q.IDMatch == nil:
 		// With IDMatch the query may be a token, not the stored id.
-		ranges = []string{engine.CustomerPrefix(q.Customer)}
+		ranges = []string{statekey.CustomerPrefix(q.Customer)}
 	case q.Rule != "" && q.State != "":
-		ranges = []string{engine.RuleStatePrefix(q.Rule, q.State)}
+		ranges = []string{statekey.RuleStatePrefix(q.Rule, q.State)}
 	case q.Rule != "":
-		ranges = []string{engine.RuleStatePrefix(q.Rule, violation.Open), engine.RuleStatePrefix(q.Rule, violation.Resolved)}
+		ranges = []string{statekey.RuleStatePrefix(q.Rule, violation.Open), statekey.RuleStatePrefix(q.Rule, violation.Resolved)}
 	default:
-		ranges = []string{engine.IndexByDetected}
+		ranges = []string{statekey.IndexByDetected}
 	}
 	var page Page
 	err := s.db.View(func(txn *badger.Txn) error {
-		parts, err := partitions(txn, engine.PrefixViolation[:2])
+		parts, err := partitions(txn, statekey.Violation)
 		if err != nil {
 			return err
 		}
@@ -171,14 +169,14 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 		// Newest first: index keys order by detection time inverted.
 		var start []byte
 		if !q.Until.IsZero() {
-			start = engine.DetectedOrder(q.Until.Add(-time.Nanosecond))
+			start = statekey.DetectedOrder(q.Until.Add(-time.Nanosecond))
 		}
 		if after != nil && bytes.Compare(after, start) > 0 {
 			start = after
 		}
 		for _, p := range parts {
 			for _, r := range ranges {
-				prefix := stateKey(p, r)
+				prefix := statekey.Stored(p, r)
 				c := &cursor{it: txn.NewIterator(badger.IteratorOptions{Prefix: prefix}), partition: p, prefix: prefix}
 				cs = append(cs, c)
 				c.it.Seek(append(bytes.Clone(prefix), start...))
@@ -191,7 +189,7 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 		}
 		var sinceKey []byte
 		if !q.Since.IsZero() {
-			sinceKey = engine.DetectedOrder(q.Since)
+			sinceKey = statekey.DetectedOrder(q.Since)
 		}
 		for len(page.Violations) < limit {
 			var best *cursor
@@ -213,7 +211,7 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 			best.it.Next()
 			best.settle()
 			id := string(tail[8:])
-			item, err := txn.Get(stateKey(best.partition, engine.PrefixViolation+id))
+			item, err := txn.Get(statekey.Stored(best.partition, statekey.Violation+id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue // expired between index and record: not in the page
 			}

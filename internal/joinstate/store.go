@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -169,7 +170,8 @@ func checkFormat(db *badger.DB, dir string) error {
 		if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		for _, prefix := range []string{"r/", "v/", "t/", "w/"} {
+		// Format 1 had every key type but the index.
+		for _, prefix := range []string{statekey.Rule, statekey.Violation, statekey.Table, statekey.Stream} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 			it.Rewind()
 			old := it.Valid()
@@ -210,16 +212,6 @@ func (s *Store) DB() *badger.DB { return s.db }
 // Close flushes and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Stored keys put the partition right after the engine's two-byte key type
-// ("r/", "v/", "w/"), so that one partition's state is a prefix scan and
-// all violations of every partition are one too.
-func stateKey(partition int32, key string) []byte {
-	b := make([]byte, 0, len(key)+4)
-	b = append(b, key[:2]...)
-	b = binary.BigEndian.AppendUint32(b, uint32(partition))
-	return append(b, key[2:]...)
-}
-
 func offsetKey(topic string, partition int32) []byte {
 	b := append([]byte("o/"+topic+"/"), 0, 0, 0, 0)
 	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(partition))
@@ -239,13 +231,13 @@ type snapshot struct {
 }
 
 func (sn snapshot) Get(key string) ([]byte, bool, error) {
-	if len(key) < 2 {
+	if len(key) < statekey.TypeLen {
 		return nil, false, fmt.Errorf("state key %q is shorter than a key type", key)
 	}
 	var out []byte
 	found := false
 	err := sn.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(stateKey(sn.partition, key))
+		item, err := txn.Get(statekey.Stored(sn.partition, key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -265,17 +257,17 @@ func (sn snapshot) Get(key string) ([]byte, bool, error) {
 // Scan visits [start, end) of the partition. A range stays inside the key
 // type of start: an empty end, or one of another type, ends with that type.
 func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
-	if len(start) < 2 {
+	if len(start) < statekey.TypeLen {
 		return fmt.Errorf("scan start %q is shorter than a key type", start)
 	}
-	lo := stateKey(sn.partition, start)
+	lo := statekey.Stored(sn.partition, start)
 	var hi []byte
-	if len(end) >= 2 && end[:2] == start[:2] {
-		hi = stateKey(sn.partition, end)
+	if len(end) >= statekey.TypeLen && end[:statekey.TypeLen] == start[:statekey.TypeLen] {
+		hi = statekey.Stored(sn.partition, end)
 	} else {
-		hi = []byte(engine.PrefixEnd(string(stateKey(sn.partition, start[:2]))))
+		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
 	}
-	prefix := stateKey(sn.partition, start[:2])
+	prefix := statekey.Stored(sn.partition, start[:statekey.TypeLen])
 	err := sn.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
@@ -287,7 +279,7 @@ func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) boo
 			}
 			var stop bool
 			err := item.Value(func(v []byte) error {
-				stop = !fn(string(k[:2])+string(k[6:]), v)
+				stop = !fn(statekey.Local(k), v)
 				return nil
 			})
 			if err != nil {
@@ -356,9 +348,9 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 		for k, op := range pd.Delta.Ops {
 			var err error
 			if op.Delete {
-				err = del(stateKey(pd.Partition, k))
+				err = del(statekey.Stored(pd.Partition, k))
 			} else {
-				err = set(stateKey(pd.Partition, k), op.Value)
+				err = set(statekey.Stored(pd.Partition, k), op.Value)
 			}
 			if err != nil {
 				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)

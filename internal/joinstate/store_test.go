@@ -10,6 +10,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -22,7 +23,7 @@ func TestCommitIsDurableAndPartitioned(t *testing.T) {
 	v := violation.Violation{ID: "v1", Rule: "r", State: violation.Open, DetectedAt: time.Unix(100, 0).UTC()}
 	vb, _ := json.Marshal(v)
 	ops := map[string]engine.Op{"r/a/x": {Value: []byte("1")}, "v/v1": {Value: vb}}
-	for _, k := range engine.IndexKeys(&v) {
+	for _, k := range statekey.IndexKeys(&v) {
 		ops[k] = engine.Op{Value: []byte{}}
 	}
 	err = s.Commit(

@@ -12,6 +12,7 @@ import (
 
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -56,8 +57,8 @@ func storeWith(t *testing.T, n int) (*joinstate.Store, []violation.Violation) {
 			deltas[p] = d
 		}
 		b, _ := json.Marshal(v)
-		d.Ops[engine.PrefixViolation+v.ID] = engine.Op{Value: b}
-		for _, k := range engine.IndexKeys(&v) {
+		d.Ops[statekey.Violation+v.ID] = engine.Op{Value: b}
+		for _, k := range statekey.IndexKeys(&v) {
 			d.Ops[k] = engine.Op{Value: []byte{}}
 		}
 		if i%20000 == 19999 {

@@ -14,6 +14,7 @@ import (
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/statekey"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -33,7 +34,7 @@ func fixture(t *testing.T, ready *bool, vs ...violation.Violation) *httptest.Ser
 			t.Fatal(err)
 		}
 		d.Ops["v/"+v.ID] = engine.Op{Value: b}
-		for _, k := range engine.IndexKeys(&v) {
+		for _, k := range statekey.IndexKeys(&v) {
 			d.Ops[k] = engine.Op{Value: []byte{}}
 		}
 	}
