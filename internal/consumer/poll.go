@@ -176,6 +176,7 @@ func (c *Consumer) apply(p *partition, ftps []kgo.FetchTopicPartition, now time.
 		if err := c.flush(); err != nil {
 			return err
 		}
+		p.eng.Close()
 		eng, err := c.newEngine(p.id, now)
 		if err != nil {
 			return fmt.Errorf("rebuild partition %d after a panic: %w", p.id, err)

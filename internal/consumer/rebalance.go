@@ -70,6 +70,9 @@ func (c *Consumer) drop(tps map[string][]int32) {
 			}
 			// The engine holds state read from Badger; when the partition comes
 			// back it must be reloaded, since another member may have moved it on.
+			if part := c.parts[p]; part != nil {
+				part.eng.Close()
+			}
 			delete(c.parts, p)
 		}
 	}

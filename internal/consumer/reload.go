@@ -52,6 +52,9 @@ func (c *Consumer) SetRules(ctx context.Context, rs *rules.RuleSet) error {
 		}
 	}
 	c.cl.ResumeFetchPartitions(resume)
+	for _, p := range c.parts {
+		p.eng.Close()
+	}
 	c.parts = map[int32]*partition{}
 	c.countWaiting()
 	c.endsAt = time.Time{}

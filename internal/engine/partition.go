@@ -519,7 +519,20 @@ func (p *Partition) TakeDelta() *Delta {
 	if len(d.Ops) > 0 {
 		p.inflight = append(p.inflight, d)
 	}
+	// After the durable deltas are dropped above, never before: the next
+	// view must reflect each of them.
+	p.releaseView()
 	return d
+}
+
+// Close ends the partition's read view of its durable state; call it when
+// dropping a partition, so the store does not keep versions for it.
+func (p *Partition) Close() { p.releaseView() }
+
+func (p *Partition) releaseView() {
+	if v, ok := p.snap.(ViewSnapshot); ok {
+		v.Release()
+	}
 }
 
 // getViolation reads a recorded violation; nil when there is none.

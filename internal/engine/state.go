@@ -107,6 +107,18 @@ type Snapshot interface {
 	Scan(start, end string, fn func(key string, value []byte) bool) error
 }
 
+// ViewSnapshot is a Snapshot that serves reads from one consistent view
+// (Badger: one read transaction) until Release: the partition releases it
+// once per batch, in TakeDelta and Close, instead of paying a transaction
+// per read. A view opened after Release reflects every delta marked durable
+// before it; deltas that become durable later are still read through the
+// partition's in-flight deltas until the next TakeDelta drops them.
+type ViewSnapshot interface {
+	Snapshot
+	// Release ends the current view; the next read opens a new one.
+	Release()
+}
+
 // ScanPrefix calls fn for every key of snap with prefix, in key order, and
 // returns the first error fn or the scan returns.
 func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) error) error {

@@ -220,43 +220,63 @@ func offsetKey(topic string, partition int32) []byte {
 
 // Snapshot returns one partition's state as the engine reads it: point
 // reads and ordered range scans straight from Badger (its block and index
-// caches are the read cache), each reflecting every commit before it.
+// caches are the read cache). Reads come from one read transaction, opened
+// by the first read after Release and kept until the next Release: the
+// engine releases it once per batch (engine.ViewSnapshot), where a
+// transaction per read cost as much as the read itself. A new view reflects
+// every commit before it.
 func (s *Store) Snapshot(partition int32) engine.Snapshot {
-	return snapshot{db: s.db, partition: partition}
+	return &snapshot{db: s.db, partition: partition}
 }
 
 type snapshot struct {
 	db        *badger.DB
 	partition int32
+	// txn is the current view; nil until the first read after Release.
+	txn *badger.Txn
+	// key is reused to build stored keys, so a read allocates none.
+	key []byte
 }
 
-func (sn snapshot) Get(key string) ([]byte, bool, error) {
+// view returns the current read transaction, opening one if needed.
+func (sn *snapshot) view() *badger.Txn {
+	if sn.txn == nil {
+		sn.txn = sn.db.NewTransaction(false)
+	}
+	return sn.txn
+}
+
+// Release implements engine.ViewSnapshot: it ends the current view, so
+// that Badger may drop the versions it held, and the next read sees every
+// commit before it.
+func (sn *snapshot) Release() {
+	if sn.txn != nil {
+		sn.txn.Discard()
+		sn.txn = nil
+	}
+}
+
+func (sn *snapshot) Get(key string) ([]byte, bool, error) {
 	if len(key) < statekey.TypeLen {
 		return nil, false, fmt.Errorf("state key %q is shorter than a key type", key)
 	}
-	var out []byte
-	found := false
-	err := sn.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(statekey.Stored(sn.partition, key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		found = true
-		out, err = item.ValueCopy(nil)
-		return err
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("read state %q of partition %d: %w", key, sn.partition, err)
+	sn.key = statekey.AppendStored(sn.key[:0], sn.partition, key)
+	item, err := sn.view().Get(sn.key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
 	}
-	return out, found, nil
+	if err == nil {
+		var out []byte
+		if out, err = item.ValueCopy(nil); err == nil {
+			return out, true, nil
+		}
+	}
+	return nil, false, fmt.Errorf("read state %q of partition %d: %w", key, sn.partition, err)
 }
 
 // Scan visits [start, end) of the partition. A range stays inside the key
 // type of start: an empty end, or one of another type, ends with that type.
-func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
+func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
 	if len(start) < statekey.TypeLen {
 		return fmt.Errorf("scan start %q is shorter than a key type", start)
 	}
@@ -268,8 +288,8 @@ func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) boo
 		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
 	}
 	prefix := statekey.Stored(sn.partition, start[:statekey.TypeLen])
-	err := sn.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	err := func() error {
+		it := sn.view().NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
 		for it.Seek(lo); it.Valid(); it.Next() {
 			item := it.Item()
@@ -290,7 +310,7 @@ func (sn snapshot) Scan(start, end string, fn func(key string, value []byte) boo
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return fmt.Errorf("scan state of partition %d: %w", sn.partition, err)
 	}

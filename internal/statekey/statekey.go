@@ -79,7 +79,12 @@ func PrefixEnd(prefix string) string {
 // state of a type is a prefix scan and all violations of every partition
 // are one too. key must be at least TypeLen long.
 func Stored(partition int32, key string) []byte {
-	b := make([]byte, 0, len(key)+4)
+	return AppendStored(make([]byte, 0, len(key)+4), partition, key)
+}
+
+// AppendStored appends Stored(partition, key) to b: a reader that reuses
+// its buffer builds keys without allocating.
+func AppendStored(b []byte, partition int32, key string) []byte {
 	b = append(b, key[:TypeLen]...)
 	b = binary.BigEndian.AppendUint32(b, uint32(partition))
 	return append(b, key[TypeLen:]...)
