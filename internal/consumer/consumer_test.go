@@ -307,3 +307,37 @@ func TestNarrowChangelogIsGrownToTheInputs(t *testing.T) {
 		t.Fatalf("changelog has %d partitions, want the inputs' 2", n)
 	}
 }
+
+// TestPartitionGainedBackIsLoadedAfterItsLostBatch: the member lost
+// partition 0 while a batch of it was on its way to Badger, and got it
+// back. The new engine is loaded only once that batch is durable, so it
+// resumes after the batch instead of evaluating its records a second time
+// at another clock (two landings of one violation with two detection times).
+func TestPartitionGainedBackIsLoadedAfterItsLostBatch(t *testing.T) {
+	store := openStore(t)
+	c, err := New(context.Background(), Config{Brokers: fakeCluster(t), Group: "regained"}, exampleRule(t), store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	release := make(chan struct{})
+	c.beforeStateCommit = func() error { <-release; return nil }
+	c.commits.Add(1)
+	c.inflight.Add(1)
+	c.commitq <- &batch{
+		deltas:  []joinstate.PartitionDelta{{Partition: 0, Delta: &engine.Delta{Ops: map[string]engine.Op{}}, Offsets: map[string]int64{"payments": 41}}},
+		offsets: map[string]map[int32]kgo.EpochOffset{},
+	}
+	time.AfterFunc(200*time.Millisecond, func() { close(release) })
+	c.mu.Lock()
+	c.assigned["payments"] = map[int32]bool{0: true}
+	err = c.loadAssigned(time.Now())
+	p := c.parts[0]
+	c.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.applied["payments"]; got != 41 {
+		t.Fatalf("partition 0 loaded with applied offset %d while its lost batch (41) was still on its way", got)
+	}
+}

@@ -91,6 +91,14 @@ func (c *Consumer) loadAssigned(now time.Time) error {
 			if c.parts[id] != nil {
 				continue
 			}
+			// A batch of this partition from before it was lost (onLost
+			// drops it without waiting) may still be on its way to Badger.
+			// The new engine must read the state after it: over the state
+			// without it, it would evaluate that batch's records again at
+			// another clock, and both evaluations would land.
+			if err := c.flush(); err != nil {
+				return err
+			}
 			if c.cfg.Changelog {
 				c.ready.Store(false)
 				if err := c.restore(context.Background(), id); err != nil {

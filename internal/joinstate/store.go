@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -367,6 +368,19 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 		}
 		for k, op := range pd.Delta.Ops {
 			var err error
+			if strings.HasPrefix(k, statekey.Violation) {
+				// The violation may replace one this delta's engine never
+				// read (see index.go): its index entries go with it.
+				stale, err := replacedIndexKeys(txn, pd.Partition, k, op.Value)
+				if err != nil {
+					return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
+				}
+				for _, sk := range stale {
+					if err := del(sk); err != nil {
+						return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
+					}
+				}
+			}
 			if op.Delete {
 				err = del(statekey.Stored(pd.Partition, k))
 			} else {

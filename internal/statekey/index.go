@@ -24,6 +24,11 @@ const (
 	IndexForget      = Index + "g/"
 )
 
+// DerivedIndexPrefixes are the index families computed from the violation
+// records alone (IndexKeys): a store may delete them and write IndexKeys of
+// every stored violation again. The forget index is not among them.
+var DerivedIndexPrefixes = []string{IndexByRuleState, IndexByCustomer, IndexByDetected, IndexResolved}
+
 // RuleStatePrefix is the prefix of the rule-and-state index for one rule
 // and state; state "" means every state of the rule.
 func RuleStatePrefix(rule string, state violation.State) string {
