@@ -288,8 +288,14 @@ func (o jsonObject) Find(key ref.Val) (ref.Val, bool) {
 	return jsonToVal(f), true
 }
 
-func (o jsonObject) Get(key ref.Val) ref.Val {
-	v, found := o.Find(key)
+func (o jsonObject) Get(key ref.Val) ref.Val      { return MapGet(o.Find, key) }
+func (o jsonObject) Contains(key ref.Val) ref.Val { return MapContains(o.Find, key) }
+
+// MapGet is traits.Mapper's Get for a lazy event view that implements Find
+// (JSON here, Protobuf in package schema): the value, Find's error,
+// or "no such key".
+func MapGet(find func(key ref.Val) (ref.Val, bool), key ref.Val) ref.Val {
+	v, found := find(key)
 	if !found {
 		if v != nil {
 			return v
@@ -299,8 +305,10 @@ func (o jsonObject) Get(key ref.Val) ref.Val {
 	return v
 }
 
-func (o jsonObject) Contains(key ref.Val) ref.Val {
-	_, found := o.Find(key)
+// MapContains is traits.Mapper's Contains for a lazy event view that
+// implements Find.
+func MapContains(find func(key ref.Val) (ref.Val, bool), key ref.Val) ref.Val {
+	_, found := find(key)
 	return types.Bool(found)
 }
 

@@ -188,21 +188,8 @@ func (f protoFields) Find(key ref.Val) (ref.Val, bool) {
 	return protoValue(fd, f.m.Get(fd)), true
 }
 
-func (f protoFields) Get(key ref.Val) ref.Val {
-	v, found := f.Find(key)
-	if !found {
-		if v != nil {
-			return v
-		}
-		return types.NewErr("no such key: %v", key)
-	}
-	return v
-}
-
-func (f protoFields) Contains(key ref.Val) ref.Val {
-	_, found := f.Find(key)
-	return types.Bool(found)
-}
+func (f protoFields) Get(key ref.Val) ref.Val      { return rules.MapGet(f.Find, key) }
+func (f protoFields) Contains(key ref.Val) ref.Val { return rules.MapContains(f.Find, key) }
 
 // materialize builds the whole map, for the rare expression that iterates
 // or compares the event as a whole.
