@@ -212,25 +212,50 @@ func (b *typeBuilder) avroField(parent *descriptorpb.DescriptorProto, f *descrip
 		case logical == avro.Decimal:
 			set(descriptorpb.FieldDescriptorProto_TYPE_DOUBLE)
 		default:
-			switch s.Type() {
-			case avro.Boolean:
-				set(descriptorpb.FieldDescriptorProto_TYPE_BOOL)
-			case avro.Int, avro.Long:
-				set(descriptorpb.FieldDescriptorProto_TYPE_INT64)
-			case avro.Float, avro.Double:
-				set(descriptorpb.FieldDescriptorProto_TYPE_DOUBLE)
-			case avro.String:
-				set(descriptorpb.FieldDescriptorProto_TYPE_STRING)
-			case avro.Bytes, avro.Fixed:
-				set(descriptorpb.FieldDescriptorProto_TYPE_BYTES)
-			default:
+			if t, ok := avroScalars[s.Type()]; ok {
+				set(t)
+			} else {
 				b.dyn(f)
 			}
 		}
 	}
 }
 
+// avroScalars maps each Avro scalar type to the field type CEL sees.
+var avroScalars = map[avro.Type]descriptorpb.FieldDescriptorProto_Type{
+	avro.Boolean: descriptorpb.FieldDescriptorProto_TYPE_BOOL,
+	avro.Int:     descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	avro.Long:    descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	avro.Float:   descriptorpb.FieldDescriptorProto_TYPE_DOUBLE,
+	avro.Double:  descriptorpb.FieldDescriptorProto_TYPE_DOUBLE,
+	avro.String:  descriptorpb.FieldDescriptorProto_TYPE_STRING,
+	avro.Bytes:   descriptorpb.FieldDescriptorProto_TYPE_BYTES,
+	avro.Fixed:   descriptorpb.FieldDescriptorProto_TYPE_BYTES,
+}
+
 // --- Protobuf --------------------------------------------------------------
+
+// protoScalars maps each Protobuf scalar kind to the field type CEL sees:
+// every integer width widens to CEL's int or uint, enums read as their
+// names.
+var protoScalars = map[protoreflect.Kind]descriptorpb.FieldDescriptorProto_Type{
+	protoreflect.BoolKind:     descriptorpb.FieldDescriptorProto_TYPE_BOOL,
+	protoreflect.Int32Kind:    descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Int64Kind:    descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Sint32Kind:   descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Sint64Kind:   descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Sfixed32Kind: descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Sfixed64Kind: descriptorpb.FieldDescriptorProto_TYPE_INT64,
+	protoreflect.Uint32Kind:   descriptorpb.FieldDescriptorProto_TYPE_UINT64,
+	protoreflect.Uint64Kind:   descriptorpb.FieldDescriptorProto_TYPE_UINT64,
+	protoreflect.Fixed32Kind:  descriptorpb.FieldDescriptorProto_TYPE_UINT64,
+	protoreflect.Fixed64Kind:  descriptorpb.FieldDescriptorProto_TYPE_UINT64,
+	protoreflect.FloatKind:    descriptorpb.FieldDescriptorProto_TYPE_DOUBLE,
+	protoreflect.DoubleKind:   descriptorpb.FieldDescriptorProto_TYPE_DOUBLE,
+	protoreflect.StringKind:   descriptorpb.FieldDescriptorProto_TYPE_STRING,
+	protoreflect.EnumKind:     descriptorpb.FieldDescriptorProto_TYPE_STRING,
+	protoreflect.BytesKind:    descriptorpb.FieldDescriptorProto_TYPE_BYTES,
+}
 
 func protoMessage(md protoreflect.MessageDescriptor) (protoreflect.MessageDescriptor, error) {
 	b := newTypeBuilder()
@@ -268,20 +293,11 @@ func (b *typeBuilder) protoMessage(md protoreflect.MessageDescriptor) string {
 
 func (b *typeBuilder) protoKind(f *descriptorpb.FieldDescriptorProto, pf protoreflect.FieldDescriptor) {
 	set := func(t descriptorpb.FieldDescriptorProto_Type) { f.Type = t.Enum() }
+	if t, ok := protoScalars[pf.Kind()]; ok {
+		set(t)
+		return
+	}
 	switch pf.Kind() {
-	case protoreflect.BoolKind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_BOOL)
-	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
-		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_INT64)
-	case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_UINT64)
-	case protoreflect.FloatKind, protoreflect.DoubleKind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_DOUBLE)
-	case protoreflect.StringKind, protoreflect.EnumKind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_STRING)
-	case protoreflect.BytesKind:
-		set(descriptorpb.FieldDescriptorProto_TYPE_BYTES)
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		m := pf.Message()
 		if strings.HasPrefix(string(m.FullName()), "google.protobuf.") {
