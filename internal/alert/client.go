@@ -328,19 +328,17 @@ type clientMetrics struct {
 }
 
 func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
+	// Every series is per Alertmanager URL.
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"alertmanager"})
+	}
 	m := &clientMetrics{
-		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "invmon_alert_sends_total",
-			Help: "HTTP requests that posted alerts to an Alertmanager, retries included.",
-		}, []string{"alertmanager"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "invmon_alert_send_failures_total",
-			Help: "HTTP requests to an Alertmanager that failed (network error, timeout or non-2xx).",
-		}, []string{"alertmanager"}),
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "invmon_alert_auth_failures_total",
-			Help: "Sends an Alertmanager refused with 401 or 403: the monitor's credentials are wrong or missing, and no alert gets through until they are fixed.",
-		}, []string{"alertmanager"}),
+		sends: counter("invmon_alert_sends_total",
+			"HTTP requests that posted alerts to an Alertmanager, retries included."),
+		failures: counter("invmon_alert_send_failures_total",
+			"HTTP requests to an Alertmanager that failed (network error, timeout or non-2xx)."),
+		authFailures: counter("invmon_alert_auth_failures_total",
+			"Sends an Alertmanager refused with 401 or 403: the monitor's credentials are wrong or missing, and no alert gets through until they are fixed."),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "invmon_alert_send_latency_seconds",
 			Help:    "Latency of one HTTP request posting alerts to an Alertmanager.",
