@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/invmon/invmon/internal/alert"
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/demo"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/kafkatest"
@@ -456,8 +457,8 @@ func TestConsoleSitsBehindTheAPIsAuth(t *testing.T) {
 	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  oncall: "+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	handler := server.New(server.Sources{Store: store, Rules: func() *rules.RuleSet { return rs }, Ready: func() bool { return true },
-		Gatherer: prometheus.NewRegistry()})
+	handler := server.New(server.Sources{Sources: console.Sources{Store: store, Rules: func() *rules.RuleSet { return rs },
+		Gatherer: prometheus.NewRegistry()}, Ready: func() bool { return true }})
 	web, err := webserve.New(handler, webserve.Options{WebConfigFile: webConfig})
 	if err != nil {
 		t.Fatal(err)
@@ -522,8 +523,8 @@ func TestConsoleShowsErrorBudgets(t *testing.T) {
 			"no_duplicate_ledger_effect":        {Objective: 0.999, ErrorBudget: 0.001, Source: "unknown: set slo.prometheus_url"},
 		}
 	}
-	srv := httptest.NewServer(server.New(server.Sources{Store: store, Rules: func() *rules.RuleSet { return rs }, Ready: func() bool { return true },
-		Gatherer: prometheus.NewRegistry(), SLO: budgets}))
+	srv := httptest.NewServer(server.New(server.Sources{Sources: console.Sources{Store: store, Rules: func() *rules.RuleSet { return rs },
+		Gatherer: prometheus.NewRegistry(), SLO: budgets}, Ready: func() bool { return true }}))
 	t.Cleanup(srv.Close)
 	overview := fetch(t, srv.URL+"/")
 	for _, want := range []string{">-13 %</span>", "burning 14.4×", "objective 99.9 %", "no objective"} {

@@ -22,6 +22,7 @@ import (
 	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/buildinfo"
 	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
@@ -243,11 +244,14 @@ func (m *Monitor) listen(cfg config.HTTP, sloCfg config.SLO) error {
 		open = []string{"/healthz", "/readyz"}
 	}
 	handler := server.New(server.Sources{
-		Store: m.store, Rules: m.Rules, Ready: m.ready, NotReady: m.notReady, Gatherer: m.reg,
-		Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
-		SLO: func(ctx context.Context) map[string]slo.Status {
-			return slo.Statuses(ctx, m.Rules(), sloCfg.PrometheusURL, nil)
+		Sources: console.Sources{
+			Store: m.store, Rules: m.Rules, Gatherer: m.reg,
+			Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
+			SLO: func(ctx context.Context) map[string]slo.Status {
+				return slo.Statuses(ctx, m.Rules(), sloCfg.PrometheusURL, nil)
+			},
 		},
+		Ready: m.ready, NotReady: m.notReady,
 	})
 	var err error
 	m.web, err = webserve.New(handler, webserve.Options{

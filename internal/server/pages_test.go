@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/statekey"
@@ -72,7 +73,7 @@ func storeWith(t *testing.T, n int) (*joinstate.Store, []violation.Violation) {
 func TestViolationsAPIPagesIndexedWithoutScanning(t *testing.T) {
 	const n = 100_000
 	s, all := storeWith(t, n)
-	srv := httptest.NewServer(New(Sources{Store: s}))
+	srv := httptest.NewServer(New(Sources{Sources: console.Sources{Store: s}}))
 	t.Cleanup(srv.Close)
 
 	// By id: one key per partition, whatever the number stored.
@@ -146,7 +147,7 @@ func TestViolationsAPIPagesIndexedWithoutScanning(t *testing.T) {
 
 func TestViolationsAPIRejectsBadParameters(t *testing.T) {
 	s, _ := storeWith(t, 10)
-	srv := httptest.NewServer(New(Sources{Store: s}))
+	srv := httptest.NewServer(New(Sources{Sources: console.Sources{Store: s}}))
 	t.Cleanup(srv.Close)
 	for _, q := range []string{
 		"limit=9223372036854775807&offset=1", "limit=0", "limit=-1", "limit=1001", "limit=x", "offset=5",

@@ -3,7 +3,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,38 +11,24 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/joinstate"
-	"github.com/invmon/invmon/internal/privacy"
-	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/slo"
 	"github.com/invmon/invmon/internal/violation"
 )
 
-// Sources are what the server reads; each is called per request.
+// Sources are what the server reads; each is called per request. The data
+// sources are the console's (the JSON API and the console read the same
+// store, rules and metrics); the health checks are the server's own.
 type Sources struct {
-	Store *joinstate.Store
-	Rules func() *rules.RuleSet
+	console.Sources
+	// Ready reports whether the monitor serves: /readyz answers 200 then.
 	Ready func() bool
 	// NotReady, when set, explains a false Ready in /readyz's answer; ""
 	// keeps the default reason. Optional.
 	NotReady func() string
-	Gatherer prometheus.Gatherer
-	// Blind returns the streams reported blind now (for the console).
-	Blind func() []string
-	// Brokers are the seed brokers (the console's kcat command lines).
-	Brokers []string
-	// Minimize is applied to every violation served (privacy settings):
-	// customer ids and keys redacted or hashed, impact banded. Lookups by
-	// customer= and key= take the plain id (or its HMAC token). Nil serves
-	// violations as stored.
-	Minimize *privacy.Minimizer
-	// SLO, when set, returns the error budget of every rule with an
-	// objective, by rule name.
-	SLO func(ctx context.Context) map[string]slo.Status
 }
 
 // New returns the monitor's HTTP handler.
@@ -71,8 +56,7 @@ func New(src Sources) http.Handler {
 	mux.HandleFunc("GET /api/v1/rules", src.rules)
 	// The console for people, on the same mux: whatever wraps this handler
 	// (TLS, authentication) covers both.
-	console.Register(mux, console.Sources{Store: src.Store, Rules: src.Rules, Gatherer: src.Gatherer, Blind: src.Blind, Brokers: src.Brokers,
-		Minimize: src.Minimize, SLO: src.SLO})
+	console.Register(mux, src.Sources)
 	return mux
 }
 

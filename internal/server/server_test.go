@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/rules"
@@ -48,12 +49,14 @@ func fixture(t *testing.T, ready *bool, vs ...violation.Violation) *httptest.Ser
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "invmon_test_total", Help: "A counter the test scrapes."}))
 	srv := httptest.NewServer(New(Sources{
-		Store:    store,
-		Rules:    func() *rules.RuleSet { return rs },
+		Sources: console.Sources{
+			Store:    store,
+			Rules:    func() *rules.RuleSet { return rs },
+			Gatherer: reg,
+			Blind:    func() []string { return nil },
+		},
 		Ready:    func() bool { return *ready },
 		NotReady: func() string { return "restoring partition 3" },
-		Gatherer: reg,
-		Blind:    func() []string { return nil },
 	}))
 	t.Cleanup(srv.Close)
 	return srv

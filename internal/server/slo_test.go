@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/server"
@@ -71,12 +72,12 @@ func TestRulesAPIShowsBudgetFromPrometheus(t *testing.T) {
 		Targets: []string{strings.TrimPrefix(exporter.URL, "http://")}, RuleFiles: []string{sloFile},
 	})
 
-	api := httptest.NewServer(server.New(server.Sources{
+	api := httptest.NewServer(server.New(server.Sources{Sources: console.Sources{
 		Rules: func() *rules.RuleSet { return set },
 		SLO: func(ctx context.Context) map[string]slo.Status {
 			return slo.Statuses(ctx, set, prom.URL(), nil)
 		},
-	}))
+	}}))
 	defer api.Close()
 	type ruleJSON struct {
 		Name string      `json:"name"`

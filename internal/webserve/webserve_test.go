@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/rules"
@@ -36,8 +37,8 @@ func serve(t *testing.T, webConfig string, open ...string) (string, *webserve.Se
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "invmon_test_total", Help: "test"}))
 	h := server.New(server.Sources{
-		Store: store, Rules: func() *rules.RuleSet { return &rules.RuleSet{} },
-		Ready: func() bool { return true }, Gatherer: reg,
+		Sources: console.Sources{Store: store, Rules: func() *rules.RuleSet { return &rules.RuleSet{} }, Gatherer: reg},
+		Ready:   func() bool { return true },
 	})
 	path := ""
 	if webConfig != "" {
