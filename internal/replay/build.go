@@ -97,19 +97,7 @@ func (r *runner) build(ctx context.Context, adm *kadm.Client) (*report.Report, e
 			open = append(open, v)
 		}
 	}
-	sort.Slice(rep.Findings, func(i, j int) bool {
-		a, b := rep.Findings[i], rep.Findings[j]
-		if !a.EventTime.Equal(b.EventTime) {
-			return a.EventTime.Before(b.EventTime)
-		}
-		if a.Rule != b.Rule {
-			return a.Rule < b.Rule
-		}
-		if a.Key != b.Key {
-			return a.Key < b.Key
-		}
-		return a.ID < b.ID
-	})
+	report.SortFindings(rep.Findings)
 	r.open = open
 
 	checked := map[string]int{}

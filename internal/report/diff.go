@@ -5,7 +5,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -162,19 +161,10 @@ func side(r *Report) DiffSide {
 	return s
 }
 
+// sortItems puts diff items in the order of the reports' findings.
 func sortItems(list []DiffItem) {
-	sort.Slice(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if !a.EventTime.Equal(b.EventTime) {
-			return a.EventTime.Before(b.EventTime)
-		}
-		if a.Rule != b.Rule {
-			return a.Rule < b.Rule
-		}
-		if a.Key != b.Key {
-			return a.Key < b.Key
-		}
-		return a.TriggerEventID < b.TriggerEventID
+	slices.SortFunc(list, func(a, b DiffItem) int {
+		return findingOrder(a.EventTime, b.EventTime, a.Rule, b.Rule, a.Key, b.Key, a.TriggerEventID, b.TriggerEventID)
 	})
 }
 

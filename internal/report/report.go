@@ -11,10 +11,12 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/invmon/invmon/internal/quantity"
@@ -253,6 +255,20 @@ type Finding struct {
 	// Source is the triggering record.
 	Source Source `json:"source"`
 	Detail string `json:"detail,omitempty"`
+}
+
+// SortFindings puts findings in the report's order: by event time, then
+// rule, entity key and id.
+func SortFindings(fs []Finding) {
+	slices.SortFunc(fs, func(a, b Finding) int {
+		return findingOrder(a.EventTime, b.EventTime, a.Rule, b.Rule, a.Key, b.Key, a.ID, b.ID)
+	})
+}
+
+// findingOrder compares two findings (or diff items) by event time, rule,
+// entity key and a last tie-breaker.
+func findingOrder(at, bt time.Time, ar, br, ak, bk, aid, bid string) int {
+	return cmp.Or(at.Compare(bt), cmp.Compare(ar, br), cmp.Compare(ak, bk), cmp.Compare(aid, bid))
 }
 
 // Customer is one affected customer.
