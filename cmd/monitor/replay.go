@@ -56,13 +56,9 @@ Times are RFC 3339 (2026-11-20T09:00:00Z), 'now' or 'now-DURATION'.
 Exit status: 0 every rule passes, 1 error, 2 a verdict failed, 3 interrupted
 (continue with --resume --report DIR).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path != "" {
-				fileCfg, err := config.Load(path)
-				if err != nil {
-					return err
-				}
-				config.ApplyFlags(cmd.Flags(), &fileCfg, &cfg)
-				cfg = fileCfg
+			cfg, err := config.FromFileAndFlags(path, cmd.Flags(), cfg)
+			if err != nil {
+				return err
 			}
 			o.Config = cfg
 			now := time.Now()
@@ -73,7 +69,6 @@ Exit status: 0 every rule passes, 1 error, 2 a verdict failed, 3 interrupted
 				if from == "" || to == "" {
 					return errors.New("--from and --to are required")
 				}
-				var err error
 				if o.From, err = replay.ParseTime(from, now); err != nil {
 					return fmt.Errorf("--from: %w", err)
 				}

@@ -23,14 +23,10 @@ func runCmd() *cobra.Command {
 		Use:   "run",
 		Short: "Consume the business topics as a consumer group and page on broken invariants",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path != "" {
-				fileCfg, err := config.Load(path)
-				if err != nil {
-					return err
-				}
-				// Flags given on the command line win over the file.
-				config.ApplyFlags(cmd.Flags(), &fileCfg, &cfg)
-				cfg = fileCfg
+			// Flags given on the command line win over the file.
+			cfg, err := config.FromFileAndFlags(path, cmd.Flags(), cfg)
+			if err != nil {
+				return err
 			}
 			if err := cfg.Validate(); err != nil {
 				return err

@@ -159,6 +159,21 @@ func BindFlags(fs *pflag.FlagSet, cfg *Config, only ...string) {
 	}
 }
 
+// FromFileAndFlags returns the configuration a command runs with: flagCfg
+// (the Config BindFlags wrote into) when path is "", else the file at path
+// with every flag given on fs laid over it.
+func FromFileAndFlags(path string, fs *pflag.FlagSet, flagCfg Config) (Config, error) {
+	if path == "" {
+		return flagCfg, nil
+	}
+	fileCfg, err := Load(path)
+	if err != nil {
+		return Config{}, err
+	}
+	ApplyFlags(fs, &fileCfg, &flagCfg)
+	return fileCfg, nil
+}
+
 // ApplyFlags copies onto dst every flag of Flags that was given on fs,
 // taking its value from src (the Config BindFlags wrote into): flags
 // given on the command line win over the file.
