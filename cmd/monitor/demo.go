@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"text/tabwriter"
 
@@ -47,11 +49,7 @@ func printDemo(res *demo.Result) {
 	fmt.Printf("\nScenario %q, seed %d: %d events. Finished in %.1fs.\n\n", res.Scenario, res.Seed, res.Events, res.Elapsed.Seconds())
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "rule\tinjected\tfound\tmissed\tfalse_positives\tresolved late (found/injected)\topen impact\t")
-	names := make([]string, 0, len(res.Rules))
-	for n := range res.Rules {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(res.Rules))
 	for _, n := range names {
 		s := res.Rules[n]
 		open := res.Open[n].Text

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,12 +258,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 		Impact:      Impact{Unit: r.Impact.unit()},
 		Pos:         at,
 	}
-	labels := make([]string, 0, len(r.Labels))
-	for k := range r.Labels {
-		labels = append(labels, k)
-	}
-	sort.Strings(labels)
-	for _, k := range labels {
+	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
 		v := r.Labels[k]
 		if !validName(k) || k == "alertname" || k == "severity" {
 			p := c.pos(v, 1, 0)
@@ -278,12 +274,7 @@ func (l *loader) rule(c *compiler, r *ruleSpec) {
 		}
 		rule.Labels[k] = v.Value
 	}
-	annotations := make([]string, 0, len(r.Annotations))
-	for k := range r.Annotations {
-		annotations = append(annotations, k)
-	}
-	sort.Strings(annotations)
-	for _, k := range annotations {
+	for _, k := range slices.Sorted(maps.Keys(r.Annotations)) {
 		v := r.Annotations[k]
 		p := c.pos(v, 1, 0)
 		if p.Line == 0 {
