@@ -28,6 +28,28 @@ apicurio_home="${INVMON_CACHE:-$HOME/.cache/invmon}/apicurio-$apicurio_version"
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# http_ready PORT PATH: whether GET PATH on the loopback PORT answers 200.
+http_ready() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3 && head -n1 <&3 | grep -q ' 200 ') 2>/dev/null
+}
+
+# await NAME PIDFILE LIMIT CHECK LOG...: poll the shell command CHECK until it
+# succeeds. When NAME's process is gone, or LIMIT seconds have passed since
+# $started, show the last lines of each LOG, take the stack down and exit 1.
+await() {
+	local name=$1 pidfile=$2 limit=$3 check=$4
+	shift 4
+	until eval "$check"; do
+		if ! alive "$pidfile" || ((SECONDS - started > limit)); then
+			echo "devstack: $name did not start; last lines of $*:" >&2
+			tail -n 30 "$@" >&2 || true
+			down >/dev/null
+			exit 1
+		fi
+		sleep 0.2
+	done
+}
+
 # free_port prints a loopback port nothing listens on. A connection attempt is
 # the portable test (no ss/netstat/python needed); Kafka's and Alertmanager's
 # own ports are avoided so a real install on this machine never collides.
@@ -175,34 +197,10 @@ EOF
 	# --- readiness ---
 	# The broker logs this line once it registered with its controller and
 	# serves clients; it is what the tests' metadata poll waits for too.
-	local started=$SECONDS
-	until grep -q "Kafka Server started" "$k/broker.log" 2>/dev/null; do
-		if ! alive "$k/pid" || ((SECONDS - started > 90)); then
-			echo "devstack: Kafka did not start; last lines of $k/broker.log and broker.out:" >&2
-			tail -n 30 "$k/broker.log" "$k/broker.out" >&2 || true
-			down >/dev/null
-			exit 1
-		fi
-		sleep 0.2
-	done
-	until (exec 3<>"/dev/tcp/127.0.0.1/$am_port" && printf 'GET /-/ready HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 ') 2>/dev/null; do
-		if ! alive "$a/pid" || ((SECONDS - started > 60)); then
-			echo "devstack: Alertmanager did not start; last lines of $a/alertmanager.log:" >&2
-			tail -n 30 "$a/alertmanager.log" >&2 || true
-			down >/dev/null
-			exit 1
-		fi
-		sleep 0.1
-	done
-	until (exec 3<>"/dev/tcp/127.0.0.1/$registry_port" && printf 'GET /health/ready HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 ') 2>/dev/null; do
-		if ! alive "$r/pid" || ((SECONDS - started > 120)); then
-			echo "devstack: the Schema Registry did not start; last lines of $r/registry.log:" >&2
-			tail -n 30 "$r/registry.log" >&2 || true
-			down >/dev/null
-			exit 1
-		fi
-		sleep 0.2
-	done
+	local started=$SECONDS # read by await
+	await Kafka "$k/pid" 90 "grep -q 'Kafka Server started' '$k/broker.log' 2>/dev/null" "$k/broker.log" "$k/broker.out"
+	await Alertmanager "$a/pid" 60 "http_ready $am_port /-/ready" "$a/alertmanager.log"
+	await "the Schema Registry" "$r/pid" 120 "http_ready $registry_port /health/ready" "$r/registry.log"
 	# Confluent's default compatibility: a new version must read the old.
 	(exec 3<>"/dev/tcp/127.0.0.1/$registry_port" &&
 		printf 'PUT /apis/ccompat/v7/config HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 28\r\n\r\n{"compatibility":"BACKWARD"}' >&3 &&
