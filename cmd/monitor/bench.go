@@ -30,6 +30,7 @@ func benchCmd() *cobra.Command {
 		restore    int
 		state      bool
 		cacheSize  config.ByteSize = joinstate.DefaultCacheSize
+		live       bench.LiveOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -43,7 +44,7 @@ consumer, peak RSS, live state entries and whether the five-rule run's
 violations equal the scenario's truth.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if state {
-				return benchState(events, int(partitions), int64(cacheSize))
+				return benchState(events, int(partitions), int64(cacheSize), live)
 			}
 			if len(brokers) == 0 {
 				return fmt.Errorf("--brokers is required (or --state)")
@@ -80,6 +81,8 @@ violations equal the scenario's truth.`,
 	f.IntVar(&restore, "restore-entries", 1_000_000, "also time restoring a partition of this many state entries from the changelog (0 skips)")
 	f.BoolVar(&state, "state", false, "measure the state instead: the engine over Badger in this process (no Kafka), --events events whose keys stay live")
 	f.Var(&cacheSize, "state.cache-size", "state.cache_size for --state")
+	f.DurationVar(&live.Duration, "live", 20*time.Second, "for --state: after the fill, how long to inject absences into events produced live (event time = wall time) and measure their detection delay; the phase adds a warm-up and within + lateness to it (0 skips)")
+	f.Float64Var(&live.Load, "live-load", 0.8, "for --state: the live rate as a share of the rate the fill measured over its last tenth")
 	return cmd
 }
 
@@ -171,7 +174,7 @@ func benchMonitorCmd() *cobra.Command {
 }
 
 // benchState runs the state benchmark and prints its figures.
-func benchState(events, partitions int, cacheSize int64) error {
+func benchState(events, partitions int, cacheSize int64, live bench.LiveOptions) error {
 	dir, err := os.MkdirTemp("", "invmon-bench-state-")
 	if err != nil {
 		return err
@@ -187,7 +190,7 @@ func benchState(events, partitions int, cacheSize int64) error {
 	defer stop()
 	fmt.Fprintf(os.Stderr, "bench --state: %d events over %d partitions, state.cache_size %s, in %s ...\n",
 		events, partitions, config.ByteSize(cacheSize), dir)
-	res, err := bench.State(dir, events, partitions, 2000, cacheSize, os.Stderr)
+	res, err := bench.State(dir, events, partitions, 2000, cacheSize, os.Stderr, live)
 	if err != nil {
 		return err
 	}
@@ -195,14 +198,33 @@ func benchState(events, partitions int, cacheSize int64) error {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	fmt.Printf("events:                      %d (%d partitions)\n", res.Events, partitions)
 	fmt.Printf("live state entries:          %d\n", res.LiveEntries)
-	fmt.Printf("rate:                        %.0f events/s\n", float64(res.Events)/res.Elapsed.Seconds())
+	fmt.Printf("rate:                        %.0f events/s (%.0f events/s over the last tenth)\n", float64(res.Events)/res.Elapsed.Seconds(), res.TailRate)
 	fmt.Printf("peak RSS:                    %.0f MiB\n", float64(ru.Maxrss<<10)/(1<<20))
 	fmt.Printf("Go heap in use at the end:   %.0f MiB\n", float64(res.HeapInUse)/(1<<20))
 	fmt.Printf("GC share of CPU:             %.1f%%\n", 100*res.GCShare)
 	fmt.Printf("Badger size on disk:         %.0f MiB\n", float64(res.DiskBytes)/(1<<20))
 	fmt.Printf("restart to ready:            %.3f s\n", res.Restart.Seconds())
 	fmt.Printf("then first record durable:   %.3f s\n", res.FirstRecord.Seconds())
+	if l := res.Live; l != nil {
+		fmt.Printf("live load:                   %.0f events/s paced (%.0f%% of the last tenth's rate), %d events in %.1f s, warm-up %.1f s, largest lag %.3f s\n",
+			l.Rate, 100*l.Rate/res.TailRate, l.Events, l.Elapsed.Seconds(), l.Warmup.Seconds(), l.MaxLag.Seconds())
+		fmt.Printf("absences injected / found:   %d / %d (%d missing, %d unexpected)\n", l.Injected, len(l.Delays), len(l.Missing), len(l.Unexpected))
+		fmt.Printf("detection delay past deadline + lateness: p50 %.3f s, p99 %.3f s, max %.3f s (%d violations)\n",
+			l.Quantile(0.5).Seconds(), l.Quantile(0.99).Seconds(), l.Quantile(1).Seconds(), len(l.Delays))
+		if !l.Exact() {
+			return fmt.Errorf("the live phase's violations are not exactly the injected ones: missing %s, unexpected %s",
+				firstFew(l.Missing), firstFew(l.Unexpected))
+		}
+	}
 	return nil
+}
+
+// firstFew lists up to five of ids, and how many more there are.
+func firstFew(ids []string) string {
+	if len(ids) <= 5 {
+		return fmt.Sprint(ids)
+	}
+	return fmt.Sprintf("%v and %d more", ids[:5], len(ids)-5)
 }
 
 // startCPUProfile profiles the process into the file INVMON_CPUPROFILE names,

@@ -18,17 +18,18 @@ import (
 // stateRules are the two rules whose state the state benchmark grows: every
 // ledger entry stays an entry of the unique rule for 24 hours of event time,
 // and every captured payment's ledger entry is remembered for the absence
-// rule's 15-minute redelivery window.
+// rule's 15-minute redelivery window. The absence rule's within (%[1]s) and
+// the streams' allowed lateness (%[2]s) come from LiveOptions.
 const stateRules = `
 streams:
-  payments: {topic: payments, id: event.event_id, key: event.payment_id, time: timestamp(event.occurred_at)}
-  ledger: {topic: ledger, id: event.entry_id, key: event.payment_id, time: timestamp(event.occurred_at)}
+  payments: {topic: payments, id: event.event_id, key: event.payment_id, time: timestamp(event.occurred_at), allowed_lateness: %[2]s}
+  ledger: {topic: ledger, id: event.entry_id, key: event.payment_id, time: timestamp(event.occurred_at), allowed_lateness: %[2]s}
 rules:
   - name: captured_payment_has_ledger_entry
     kind: absence
     when: {stream: payments, if: event.status == "captured"}
     expect: {stream: ledger}
-    within: 30s
+    within: %[1]s
     redelivery_window: 15m
     impact: {value: double(event.amount_cents) / 100.0, customer: event.account_id}
   - name: no_duplicate_ledger_effect
@@ -43,13 +44,17 @@ type StateResult struct {
 	Events      int
 	LiveEntries int64
 	Elapsed     time.Duration
-	HeapInUse   uint64
-	GCShare     float64
-	DiskBytes   int64
+	// TailRate is the rate over the last tenth of the events, in events/s.
+	TailRate  float64
+	HeapInUse uint64
+	GCShare   float64
+	DiskBytes int64
 	// Restart is the time from opening the state directory again to every
 	// partition being ready (its engine made); FirstRecord the time from
 	// then to the first record evaluated and durable.
 	Restart, FirstRecord time.Duration
+	// Live is the live phase's result; nil when it was skipped.
+	Live *LiveResult
 }
 
 // State drives the engine over Badger in this process, without Kafka: n
@@ -58,8 +63,12 @@ type StateResult struct {
 // batches of `batch` events per partition with the applied offsets, as the
 // consumer does. Event time advances 2 ms per payment, so up to 43 million
 // entries stay inside the unique rule's 24-hour window: every entry is live.
-func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Writer) (*StateResult, error) {
-	rs, err := rules.Parse([]string{"state-bench.yaml"}, map[string][]byte{"state-bench.yaml": []byte(stateRules)})
+// The fill's event time ends at the wall clock of its start, so the live
+// phase (see live.go) goes on at wall time with every entry still in its
+// window.
+func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Writer, live LiveOptions) (*StateResult, error) {
+	live = live.withDefaults()
+	rs, err := rules.Parse([]string{"state-bench.yaml"}, map[string][]byte{"state-bench.yaml": []byte(live.ruleText())})
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +76,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	t0 := time.Now().UTC().Add(-time.Duration(n) * time.Millisecond)
 	parts := make([]*engine.Partition, partitions)
 	for i := range parts {
 		if parts[i], err = engine.NewPartition(int32(i), rs, store.Snapshot(int32(i)), nil, nil, t0); err != nil {
@@ -91,6 +100,9 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 		return store.Commit(pds...)
 	}
 	events := 0
+	// The last tenth of the fill is timed apart: the rate with the state
+	// nearly full, which the live phase is paced by.
+	tailFrom, tailStart := 0, time.Time{}
 	for i := 0; events < n; i++ {
 		p := i % partitions
 		at := t0.Add(time.Duration(i) * 2 * time.Millisecond)
@@ -120,6 +132,9 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 			return nil, err
 		}
 		events += 2
+		if tailFrom == 0 && events >= n-n/10 {
+			tailFrom, tailStart = events, time.Now()
+		}
 		if (i+1)%(batch*partitions/2) == 0 {
 			if err := commit(at); err != nil {
 				return nil, err
@@ -133,6 +148,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 		return nil, err
 	}
 	res := &StateResult{Events: events, Elapsed: time.Since(start)}
+	res.TailRate = float64(events-tailFrom) / time.Since(tailStart).Seconds()
 	res.GCShare = (gcSeconds() - gcBefore) / (res.Elapsed.Seconds() * float64(runtime.GOMAXPROCS(0)))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -163,7 +179,8 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	}
 	res.Restart = time.Since(start)
 	start = time.Now()
-	rec := &engine.Record{Topic: "ledger", Offset: offsets[0] + 1,
+	offsets[0]++
+	rec := &engine.Record{Topic: "ledger", Offset: offsets[0],
 		Value: []byte(`{"entry_id":"le-again","idempotency_key":"ik-0","payment_id":"pay-0","account_id":"acct-1","amount_cents":2500,"occurred_at":"` + t0.Add(time.Second).Format(time.RFC3339Nano) + `"}`)}
 	if err := parts[0].Apply(rec, now); err != nil {
 		return nil, err
@@ -172,6 +189,11 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 		return nil, err
 	}
 	res.FirstRecord = time.Since(start)
+	if live.Duration > 0 {
+		if res.Live, err = runLive(store, parts, offsets, res.TailRate, live, progress); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 

@@ -1,0 +1,296 @@
+package bench
+
+// The state benchmark's live phase: detection delay under live load, with
+// the state the fill left.
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/invmon/invmon/internal/engine"
+	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/violation"
+)
+
+// LiveOptions shape the live phase of the state benchmark. After the fill and
+// the restart, events are produced live (event time = wall time) at Load
+// times the rate of the fill's last tenth (the rate with the state nearly
+// full), and every MissingEvery-th captured payment of the
+// injection window gets no ledger entry, so its absence violation comes due.
+// The phase measures, for each of them, the wall time from its deadline plus
+// the allowed lateness to the violation being recorded durably.
+type LiveOptions struct {
+	// Duration is how long triggers without their ledger entry are
+	// injected; 0 skips the phase. The phase runs longer: a warm-up before
+	// it, and after it until the last injected deadline + lateness passed.
+	Duration time.Duration
+	// Load is the live rate as a share of the rate the fill measured over
+	// its last tenth. Default 0.8.
+	Load float64
+	// MissingEvery: every MissingEvery-th captured payment of the injection
+	// window gets no ledger entry. Default 200.
+	MissingEvery int
+	// Within is the absence rule's within and Lateness the allowed lateness
+	// of both streams, for the fill too. Defaults 30s and 5s, the example
+	// domain's; tests shorten them.
+	Within, Lateness time.Duration
+	// Warmup is the least time the live load runs before the injection
+	// starts; it then also waits until the engine has caught up with the
+	// live stream (the first batch after the restart expires the expect
+	// events the wall clock's jump has put out of the redelivery window).
+	// Default 3s.
+	Warmup time.Duration
+}
+
+// MaxWarmup bounds the warm-up: an engine that has not caught up with the
+// live load by then never will, and the delays measured say so.
+const MaxWarmup = time.Minute
+
+// livePollRecords bounds one live batch, as the consumer's MaxPollRecords
+// (default 50,000) bounds one poll.
+const livePollRecords = 50_000
+
+// liveCaughtUp is how far behind the wall clock the oldest record of a
+// batch may be for the engine to count as caught up with the live stream.
+const liveCaughtUp = 250 * time.Millisecond
+
+func (o LiveOptions) withDefaults() LiveOptions {
+	if o.Load <= 0 {
+		o.Load = 0.8
+	}
+	if o.MissingEvery <= 0 {
+		o.MissingEvery = 200
+	}
+	if o.Within <= 0 {
+		o.Within = 30 * time.Second
+	}
+	if o.Lateness <= 0 {
+		o.Lateness = 5 * time.Second
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = 3 * time.Second
+	}
+	return o
+}
+
+// ruleText is the state benchmark's rule file with the options' within and
+// lateness.
+func (o LiveOptions) ruleText() string {
+	return fmt.Sprintf(stateRules, ruleDuration(o.Within), ruleDuration(o.Lateness))
+}
+
+// ruleDuration writes d as a rule file's duration (whole units only).
+func ruleDuration(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+}
+
+// LiveResult is what the live phase measured.
+type LiveResult struct {
+	// Rate is the paced rate in events/s; Events how many were applied, over
+	// Elapsed (warm-up and drain included).
+	Rate    float64
+	Events  int
+	Elapsed time.Duration
+	// Warmup is how long the load ran before the injection started.
+	Warmup time.Duration
+	// MaxLag is the largest time a record of the injection window and after
+	// waited between being produced and being applied.
+	MaxLag time.Duration
+	// Batches is how many batches were committed after the warm-up.
+	Batches int
+	// Injected is how many captured payments got no ledger entry.
+	Injected int
+	// Delays are, sorted, for each injected trigger whose violation was
+	// recorded: the wall time from its deadline + lateness to the violation
+	// being durable.
+	Delays []time.Duration
+	// Missing are the payment ids of injected triggers with no violation
+	// recorded; Unexpected the ids of violations recorded for anything else.
+	Missing, Unexpected []string
+}
+
+// Exact reports whether the violations recorded are exactly the injected ones.
+func (r *LiveResult) Exact() bool {
+	return r.Injected > 0 && len(r.Delays) == r.Injected && len(r.Missing) == 0 && len(r.Unexpected) == 0
+}
+
+// Quantile returns the q-quantile (0..1) of the delays, nearest rank; 0
+// when none was measured.
+func (r *LiveResult) Quantile(q float64) time.Duration {
+	if len(r.Delays) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(r.Delays))+0.999999) - 1
+	return r.Delays[min(max(i, 0), len(r.Delays)-1)]
+}
+
+// liveLoad is the live producer: pair j (a captured payment and, unless it
+// is injected as missing, its ledger entry) is produced at start + j/rate
+// of the wall clock, with that time as its event time.
+type liveLoad struct {
+	start    time.Time
+	pairRate float64
+}
+
+func (l liveLoad) at(j int) time.Time {
+	return l.start.Add(time.Duration(float64(j) / l.pairRate * float64(time.Second)))
+}
+
+// due returns how many pairs have been produced by now.
+func (l liveLoad) due(now time.Time) int {
+	return int(now.Sub(l.start).Seconds()*l.pairRate) + 1
+}
+
+// runLive is the live phase over the restarted partitions. It drives them
+// as the fill does and the consumer does: take what has been produced
+// (at most a poll's worth), apply it, advance every partition with the wall
+// clock as now, commit the deltas with the applied offsets, synced.
+func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64, fillRate float64, o LiveOptions, progress io.Writer) (*LiveResult, error) {
+	res := &LiveResult{Rate: fillRate * o.Load}
+	load := liveLoad{start: time.Now(), pairRate: res.Rate / 2}
+	if load.pairRate <= 0 {
+		return nil, fmt.Errorf("live phase: no fill rate to pace by")
+	}
+	if progress != nil {
+		fmt.Fprintf(progress, "bench --state: live load at %.0f events/s (%.0f%% of the rate of the fill's last tenth), %s of injected absences ...\n",
+			res.Rate, 100*o.Load, o.Duration)
+	}
+	// The violation deadline + lateness of a trigger produced at t.
+	dueAfter := o.Within + o.Lateness
+	var (
+		injectFrom, injectUntil time.Time // zero until the warm-up is over
+		lastDue                 time.Time // of the last injected trigger
+		injected                = map[string]time.Time{}
+		seen                    = map[string]bool{}
+		buf                     []byte
+		next                    int
+		lastReport              = load.start
+	)
+	for {
+		now := time.Now()
+		due := min(load.due(now), next+livePollRecords/2)
+		if due <= next {
+			time.Sleep(load.at(next).Sub(now))
+			continue
+		}
+		lag := now.Sub(load.at(next))
+		if injectFrom.IsZero() && now.Sub(load.start) >= o.Warmup && (lag < liveCaughtUp || now.Sub(load.start) >= MaxWarmup) {
+			injectFrom, injectUntil = now, now.Add(o.Duration)
+			res.Warmup = now.Sub(load.start)
+		}
+		if !injectFrom.IsZero() {
+			res.MaxLag = max(res.MaxLag, lag)
+			res.Batches++
+		}
+		for ; next < due; next++ {
+			at := load.at(next)
+			p := next % len(parts)
+			id := "L" + strconv.Itoa(next)
+			missing := !injectFrom.IsZero() && !at.Before(injectFrom) && at.Before(injectUntil) && next%o.MissingEvery == 0
+			offsets[p]++
+			buf = appendPayment(buf[:0], id, at)
+			if err := parts[p].Apply(&engine.Record{Topic: "payments", Partition: int32(p), Offset: offsets[p], Value: buf}, now); err != nil {
+				return nil, err
+			}
+			res.Events++
+			if missing {
+				res.Injected++
+				injected["pay-"+id] = at
+				lastDue = at.Add(dueAfter)
+				continue
+			}
+			buf = appendLedgerEntry(buf[:0], id, at)
+			if err := parts[p].Apply(&engine.Record{Topic: "ledger", Partition: int32(p), Offset: offsets[p], Value: buf}, now); err != nil {
+				return nil, err
+			}
+			res.Events++
+		}
+		var pds []joinstate.PartitionDelta
+		caughtUp := load.due(now) <= next
+		for i, p := range parts {
+			p.SetCaughtUp("payments", caughtUp)
+			p.SetCaughtUp("ledger", caughtUp)
+			p.Advance(now)
+			if err := p.Err(); err != nil {
+				return nil, fmt.Errorf("live phase, partition %d: %w", i, err)
+			}
+			pds = append(pds, joinstate.PartitionDelta{Partition: int32(i), Delta: p.TakeDelta(),
+				Offsets: map[string]int64{"payments": offsets[i], "ledger": offsets[i]}})
+		}
+		if err := store.Commit(pds...); err != nil {
+			return nil, fmt.Errorf("live phase: %w", err)
+		}
+		recorded := time.Now()
+		for _, pd := range pds {
+			for _, v := range pd.Delta.Changed {
+				if seen[v.ID] {
+					continue
+				}
+				seen[v.ID] = true
+				res.record(v, injected, dueAfter, recorded)
+			}
+		}
+		if progress != nil && recorded.Sub(lastReport) >= 5*time.Second {
+			lastReport = recorded
+			fmt.Fprintf(progress, "bench --state: live %.0f s, %d events, %d of %d injected absences recorded, lag %.3f s\n",
+				recorded.Sub(load.start).Seconds(), res.Events, len(res.Delays), res.Injected, lag.Seconds())
+		}
+		if !injectFrom.IsZero() && now.After(injectUntil) && !now.Before(lastDue) {
+			// Every injected deadline + lateness has passed: go on a second
+			// for stragglers, at most ten while any is still missing.
+			if (len(injected) == 0 && now.Sub(lastDue) >= time.Second) || now.Sub(lastDue) >= 10*time.Second {
+				break
+			}
+		}
+	}
+	res.Elapsed = time.Since(load.start)
+	for key := range injected {
+		res.Missing = append(res.Missing, key)
+	}
+	slices.Sort(res.Missing)
+	slices.Sort(res.Delays)
+	return res, nil
+}
+
+// record counts a violation recorded in the live phase: the delay of an
+// injected trigger's, or an unexpected one.
+func (r *LiveResult) record(v violation.Violation, injected map[string]time.Time, dueAfter time.Duration, recorded time.Time) {
+	at, ok := injected[v.Key]
+	if !ok || v.State != violation.Open {
+		r.Unexpected = append(r.Unexpected, v.Rule+"/"+v.Key)
+		return
+	}
+	delete(injected, v.Key)
+	r.Delays = append(r.Delays, recorded.Sub(at.Add(dueAfter)))
+}
+
+// appendPayment appends a captured payment of the state benchmark's shape.
+func appendPayment(buf []byte, id string, at time.Time) []byte {
+	buf = append(buf, `{"event_id":"pe-`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","payment_id":"pay-`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","account_id":"acct-1","status":"captured","amount_cents":2500,"occurred_at":"`...)
+	buf = at.UTC().AppendFormat(buf, time.RFC3339Nano)
+	return append(buf, `"}`...)
+}
+
+// appendLedgerEntry appends the ledger entry of payment id, its idempotency
+// key distinct from every other.
+func appendLedgerEntry(buf []byte, id string, at time.Time) []byte {
+	buf = append(buf, `{"entry_id":"le-`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","idempotency_key":"ik-`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","payment_id":"pay-`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","account_id":"acct-1","amount_cents":2500,"direction":"credit","occurred_at":"`...)
+	buf = at.UTC().AppendFormat(buf, time.RFC3339Nano)
+	return append(buf, `"}`...)
+}
