@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -264,4 +265,67 @@ func TestStateRuleWaitsForTheSchemaOfAStoredEvent(t *testing.T) {
 	reg.down = false
 	h.at(time.Hour + 7*time.Minute)
 	h.expect("active_subscription_has_valid_entitlement s1 open")
+}
+
+// rulesWithout loads an example rule file with the lines containing any of
+// drop removed.
+func rulesWithout(t *testing.T, file string, drop ...string) *rules.RuleSet {
+	t.Helper()
+	b, err := os.ReadFile("../../rules/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !slices.ContainsFunc(drop, func(d string) bool { return strings.Contains(line, d) }) {
+			keep = append(keep, line)
+		}
+	}
+	path := t.TempDir() + "/" + file
+	if err := os.WriteFile(path, []byte(strings.Join(keep, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.LoadFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// An absence rule without redelivery_window remembers its expect events
+// for the larger of 15 minutes and ten times within (here 15m, within being
+// 30s): a capture read five minutes after its ledger entry's window, far
+// past the allowed lateness, finds the entry and is not missing; one read
+// after the entry's memory has passed is judged without it and fires.
+func TestAbsenceRemembersExpectEventsFifteenMinutesByDefault(t *testing.T) {
+	rs := rulesWithout(t, "captured_payment_has_ledger_entry.yaml", "redelivery_window")
+	if got := rs.Rules[0].Absence.RedeliveryWindow; got != 15*time.Minute {
+		t.Fatalf("default redelivery window %s, want 15m", got)
+	}
+	h := &kindHarness{t: t, rs: rs, snap: NewMemSnapshot(), now: t0}
+	h.reload()
+	capture := func(id, at string) string {
+		return fmt.Sprintf(`{"event_id":"%s-captured","payment_id":"%s","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"%s"}`, id, id, at)
+	}
+	entry := func(id, at string) string {
+		return fmt.Sprintf(`{"entry_id":"le-%s","payment_id":"%s","account_id":"a1","amount_cents":100,"direction":"credit","occurred_at":"%s"}`, id, id, at)
+	}
+	// Ledger entries at +10s; payments has input too, so neither stream is blind.
+	h.send("ledger", entry("p1", "${+10s}"))
+	h.send("ledger", entry("p2", "${+10s}"))
+	h.send("payments", `{"event_id":"x-authorized","payment_id":"x","account_id":"a1","status":"authorized","amount_cents":100,"occurred_at":"${+10s}"}`)
+	// Five and a half minutes on, the captures' windows (to +30s) are five
+	// minutes past, and so is the allowed lateness (5s).
+	h.at(5*time.Minute + 30*time.Second)
+	if wm := h.p.Watermark(rs.Rules[0].Name); wm.Before(t0.Add(5 * time.Minute)) {
+		t.Fatalf("watermark %s: the capture would not be late", wm)
+	}
+	h.send("payments", capture("p1", "${+0s}"))
+	h.at(6 * time.Minute)
+	h.expect()
+	// Past +10s + lookback + within + 15m the entry of p2 is forgotten.
+	h.at(17 * time.Minute)
+	h.send("payments", capture("p2", "${+0s}"))
+	h.at(18 * time.Minute)
+	h.expect("captured_payment_has_ledger_entry p2 open")
 }

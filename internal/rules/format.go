@@ -98,7 +98,8 @@ type ruleSpec struct {
 	Within      Scalar    `yaml:"within"`
 	Lookback    Scalar    `yaml:"lookback"`
 	// RedeliveryWindow keeps expect events this much longer, so a trigger
-	// redelivered late still finds its match (absence).
+	// read late still finds its match (absence). Default: the larger of 15m
+	// and ten times within.
 	RedeliveryWindow Scalar                 `yaml:"redelivery_window"`
 	Lookup           map[string]*lookupSpec `yaml:"lookup"`
 	// On is the input of unique, transition and state rules.

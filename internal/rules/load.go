@@ -401,7 +401,7 @@ func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence
 		}
 	}
 	a.Lookback = l.duration(c, r.Lookback, ctx, "lookback", 0)
-	a.RedeliveryWindow = l.duration(c, r.RedeliveryWindow, ctx, "redelivery_window", 0)
+	a.RedeliveryWindow = l.duration(c, r.RedeliveryWindow, ctx, "redelivery_window", DefaultRedeliveryWindow(a.Within))
 	return a, []string{ws, es}
 }
 

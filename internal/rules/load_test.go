@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/invmon/invmon/internal/rules"
 )
@@ -186,5 +187,35 @@ func TestLoadFilesWithoutMatches(t *testing.T) {
 	}
 	if _, err := rules.LoadFiles("testdata/missing.yaml"); err == nil || !strings.Contains(err.Error(), "testdata/missing.yaml") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// An absence rule without redelivery_window remembers expect events for the
+// larger of 15 minutes and ten times within; one that sets it, even to 0,
+// gets what it set.
+func TestRedeliveryWindowDefaultsToFifteenMinutesOrTenWithins(t *testing.T) {
+	const file = `
+streams:
+  a: {topic: a, id: event.id, key: event.k, time: timestamp(event.t)}
+  b: {topic: b, id: event.id, key: event.k, time: timestamp(event.t)}
+rules:
+  - {name: short, kind: absence, when: {stream: a}, expect: {stream: b}, within: 30s}
+  - {name: long, kind: absence, when: {stream: a}, expect: {stream: b}, within: 2h}
+  - {name: set, kind: absence, when: {stream: a}, expect: {stream: b}, within: 30s, redelivery_window: 3m}
+  - {name: none, kind: absence, when: {stream: a}, expect: {stream: b}, within: 30s, redelivery_window: 0s}
+`
+	path := filepath.Join(t.TempDir(), "r.yaml")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := rules.LoadFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]time.Duration{"short": 15 * time.Minute, "long": 20 * time.Hour, "set": 3 * time.Minute, "none": 0}
+	for _, r := range rs.Rules {
+		if got := r.Absence.RedeliveryWindow; got != want[r.Name] {
+			t.Errorf("%s: redelivery window %s, want %s", r.Name, got, want[r.Name])
+		}
 	}
 }

@@ -253,7 +253,25 @@ type Absence struct {
 	Within   time.Duration
 	Lookback time.Duration
 	// RedeliveryWindow keeps expect events that much longer than the window
-	// needs, so that a trigger redelivered late (a replayed queue job) still
-	// finds the event that satisfied it instead of firing again. Default 0.
+	// needs, so that a trigger read late (a replayed queue job, a producer
+	// retrying out of order) still finds the event that satisfied it instead
+	// of firing. Default DefaultRedeliveryWindow(Within); 0 when a rule sets
+	// `redelivery_window: 0`.
 	RedeliveryWindow time.Duration
+}
+
+// Bounds of the default redelivery window: state is on disk, so expect
+// events are remembered generously by default.
+const (
+	// MinDefaultRedeliveryWindow is the smallest default redelivery window.
+	MinDefaultRedeliveryWindow = 15 * time.Minute
+	// RedeliveryWithinFactor times a rule's within is its default
+	// redelivery window when that is longer than MinDefaultRedeliveryWindow.
+	RedeliveryWithinFactor = 10
+)
+
+// DefaultRedeliveryWindow is the redelivery window of an absence rule that
+// sets none: the larger of 15 minutes and ten times within.
+func DefaultRedeliveryWindow(within time.Duration) time.Duration {
+	return max(MinDefaultRedeliveryWindow, RedeliveryWithinFactor*within)
 }
