@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/strictyaml"
 )
 
 // This file holds what a replay's time semantics derive from the rules: how
@@ -186,7 +187,7 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	case s == "now":
 		return now, nil
 	case strings.HasPrefix(s, "now-"):
-		d, err := rules.ParseDuration(s[len("now-"):])
+		d, err := strictyaml.ParseDuration(s[len("now-"):])
 		if err != nil {
 			return time.Time{}, fmt.Errorf("time %q: %w", s, err)
 		}

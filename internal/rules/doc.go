@@ -11,6 +11,6 @@
 // check` and `monitor rules test` (package ruletest) read the same files.
 //
 // Durations in rule files, rule test files and time flags are read by
-// ParseDuration (Prometheus syntax: 30s, 1h30m, 1d); names that become
+// strictyaml.ParseDuration (Prometheus syntax: 30s, 1h30m, 1d); names that become
 // Prometheus or Alertmanager labels follow the legacy label-name syntax.
 package rules

@@ -2,9 +2,10 @@ package rules
 
 import (
 	"fmt"
-	"gopkg.in/yaml.v3"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"

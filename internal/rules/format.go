@@ -1,13 +1,11 @@
 package rules
 
 import (
-	"fmt"
+	"maps"
 	"reflect"
-	"sort"
-	"strings"
-	"time"
+	"slices"
 
-	"github.com/prometheus/common/model"
+	"github.com/invmon/invmon/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
 
@@ -142,50 +140,39 @@ func (r *ruleSpec) UnmarshalYAML(n *yaml.Node) error {
 
 var scalarType = reflect.TypeOf(Scalar{})
 
-// checkFields walks a YAML node beside the Go type it decodes into and reports
-// every mapping key that the type does not have. yaml.v3's KnownFields only
-// applies to a Decoder, not to Node.Decode, and it stops at the first unknown
-// field; walking ourselves gives every error, each with its column.
+// checkFields walks a YAML node beside the Go type it decodes into, with
+// package strictyaml's checks: every mapping key the type does not have,
+// every key given twice, and every mapping or list where the type wants the
+// other, each reported at its node with the rule or stream it belongs to.
 func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx errCtx, errs *Errors) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
+	n = strictyaml.Deref(n)
+	report := func(at *yaml.Node, msg string) { *errs = append(*errs, ctx.at(loc(at), msg)) }
 	switch {
 	case t == scalarType:
 		return
 	case t.Kind() == reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", NodeKind(n))))
+		types := strictyaml.FieldTypes(t)
+		fields := strictyaml.Mapping(n, slices.Sorted(maps.Keys(types)), report)
+		if fields == nil {
 			return
 		}
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
-				fields[name] = f.Type
+		if ctx.inRule && ctx.rule == "" {
+			if name := fields["name"]; name != nil {
+				ctx.rule = name.Value
 			}
 		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
+		for i := 0; i+1 < len(n.Content); i += 2 { // in file order
 			k, v := n.Content[i], n.Content[i+1]
-			ft, ok := fields[k.Value]
-			if !ok {
-				*errs = append(*errs, ctx.at(loc(k), fmt.Sprintf("unknown field %q (known: %s)", k.Value, knownFields(fields))))
-				continue
+			if fields[k.Value] != strictyaml.Deref(v) {
+				continue // unknown or given twice: reported
 			}
-			if k.Value == "name" && ctx.rule == "" && ctx.inRule {
-				ctx.rule = v.Value
-			}
-			checkFields(v, ft, loc, ctx, errs)
+			checkFields(v, types[k.Value], loc, ctx, errs)
 		}
 	case t.Kind() == reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a list, got %s", NodeKind(n))))
-			return
-		}
-		for _, c := range n.Content {
+		for _, c := range strictyaml.List(n, "", report) {
 			cctx := ctx
 			if t.Elem() == reflect.TypeOf(&ruleSpec{}) {
 				cctx = errCtx{inRule: true, rule: scalarField(c, "name")}
@@ -194,7 +181,7 @@ func checkFields(n *yaml.Node, t reflect.Type, loc func(n *yaml.Node) Pos, ctx e
 		}
 	case t.Kind() == reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			*errs = append(*errs, ctx.at(loc(n), fmt.Sprintf("expected a mapping, got %s", NodeKind(n))))
+			report(n, "expected a mapping, got "+strictyaml.Kind(n))
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -230,38 +217,4 @@ func scalarField(n *yaml.Node, key string) string {
 	return ""
 }
 
-func knownFields(m map[string]reflect.Type) string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
-}
-
-// NodeKind names what a YAML node is, for errors: "a mapping", "a list" or
-// the quoted scalar. Rule files and rule test files word it alike.
-func NodeKind(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return fmt.Sprintf("%q", n.Value)
-	default:
-		return "nothing"
-	}
-}
-
 func reflectTypeOf[T any]() reflect.Type { return reflect.TypeOf((*T)(nil)).Elem() }
-
-// ParseDuration reads a duration as every file and flag of the monitor
-// writes it: Prometheus's syntax, a number and a unit from ms, s, m, h, d, w
-// and y, units combined largest first (1d, 1h30m, 250ms; 0 without a
-// unit). Rule files, rule test files and time flags share it so that a
-// duration valid in one is valid in all.
-func ParseDuration(s string) (time.Duration, error) {
-	d, err := model.ParseDuration(s)
-	return time.Duration(d), err
-}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/invmon/invmon/internal/strictyaml"
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
@@ -166,9 +167,9 @@ func (l *loader) duration(c *compiler, s Scalar, ctx errCtx, what string, def ti
 		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), what+": expected a duration such as 30s"))
 		return def
 	}
-	d, err := ParseDuration(s.Value)
+	d, err := strictyaml.ParseDuration(s.Value)
 	if err != nil {
-		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), fmt.Sprintf("%s: bad duration %q (use a number and a unit: ms, s, m, h, d, w)", what, s.Value)))
+		l.errs = append(l.errs, ctx.at(c.pos(s, 1, 0), strictyaml.BadDuration(what, s.Value)))
 		return def
 	}
 	return d
@@ -396,7 +397,7 @@ func (l *loader) absence(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Absence
 	a.Expect, es = l.side(c, r.Expect, at, ctx, "expect")
 	if l.required(c, r.Within, at, ctx, "within") {
 		a.Within = l.duration(c, r.Within, ctx, "within", 0)
-		if _, err := ParseDuration(r.Within.Value); err == nil && a.Within <= 0 {
+		if _, err := strictyaml.ParseDuration(r.Within.Value); err == nil && a.Within <= 0 {
 			l.errs = append(l.errs, ctx.at(c.pos(r.Within, 1, 0), "within must be positive"))
 		}
 	}
@@ -506,7 +507,7 @@ func (l *loader) objective(c *compiler, r *ruleSpec, rule *Rule, ctx errCtx) {
 	}
 	w := l.duration(c, r.SLOWindow, ctx, "slo_window", DefaultSLOWindow)
 	if w < time.Hour {
-		if _, err := ParseDuration(r.SLOWindow.Value); err == nil {
+		if _, err := strictyaml.ParseDuration(r.SLOWindow.Value); err == nil {
 			l.errs = append(l.errs, ctx.at(c.pos(r.SLOWindow, 1, 0), fmt.Sprintf("slo_window %s is too short: an error budget is spent over days or weeks (such as 28d)", r.SLOWindow.Value)))
 		}
 		w = DefaultSLOWindow

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/invmon/invmon/internal/rules"
+	"github.com/invmon/invmon/internal/strictyaml"
 	"github.com/invmon/invmon/internal/violation"
 )
 
@@ -166,9 +167,8 @@ func Parse(path string, src []byte) (*File, error) {
 	return f, nil
 }
 
-// decoder walks the YAML nodes itself rather than decoding into structs: the
-// yaml package's KnownFields stops at the first unknown field and reports no
-// column, while a test file's author wants every problem at its place.
+// decoder walks the YAML nodes with package strictyaml, the strict reading
+// rule files get too, so that every problem is reported at its place.
 type decoder struct {
 	file  string
 	errs  Errors
@@ -178,7 +178,7 @@ type decoder struct {
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Column: n.Column} }
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
-	d.errs = append(d.errs, &Error{Pos: d.pos(n), Message: fmt.Sprintf(format, args...)})
+	d.report(n, fmt.Sprintf(format, args...))
 }
 
 func (d *decoder) parse(src []byte) *File {
@@ -426,84 +426,31 @@ func (d *decoder) eval(n *yaml.Node) *Eval {
 	return e
 }
 
-// fields returns the values of a mapping by key, reporting keys that are not
-// known and keys given twice; nil when n is not a mapping.
+// report is the decoder's strictyaml.Report: a problem at its node.
+func (d *decoder) report(at *yaml.Node, msg string) {
+	d.errs = append(d.errs, &Error{Pos: d.pos(at), Message: msg})
+}
+
+// fields, list and scalar read a node strictly, as rule files are read.
 func (d *decoder) fields(n *yaml.Node, known ...string) map[string]*yaml.Node {
-	n = deref(n)
-	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "expected a mapping, got %s", rules.NodeKind(n))
-		return nil
-	}
-	out := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !contains(known, k.Value) {
-			d.errorf(k, "unknown field %q (known: %s)", k.Value, strings.Join(known, ", "))
-			continue
-		}
-		if _, dup := out[k.Value]; dup {
-			d.errorf(k, "field %q given twice", k.Value)
-			continue
-		}
-		out[k.Value] = deref(v)
-	}
-	return out
+	return strictyaml.Mapping(n, known, d.report)
 }
 
 func (d *decoder) list(n *yaml.Node, what string) []*yaml.Node {
-	n = deref(n)
-	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "%s: expected a list, got %s", what, rules.NodeKind(n))
-		return nil
-	}
-	out := make([]*yaml.Node, 0, len(n.Content))
-	for _, c := range n.Content {
-		out = append(out, deref(c))
-	}
-	return out
+	return strictyaml.List(n, what, d.report)
 }
 
 func (d *decoder) scalar(n *yaml.Node, what string) (string, bool) {
-	n = deref(n)
-	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, "%s: expected a single value, got %s", what, rules.NodeKind(n))
-		return "", false
-	}
-	return n.Value, true
+	return strictyaml.Scalar(n, what, d.report)
 }
 
 // duration reads a duration as rule files write it (30s, 1m30s, 250ms, 1d).
 // Clock times are offsets from the start, so a test never spells out a
 // timestamp.
 func (d *decoder) duration(n *yaml.Node, what string) (time.Duration, bool) {
-	s, ok := d.scalar(n, what)
-	if !ok {
-		return 0, false
-	}
-	if strings.HasPrefix(s, "-") {
+	if s, ok := d.scalar(n, what); ok && strings.HasPrefix(s, "-") {
 		d.errorf(n, "%s: %s is negative: clock times count from the test's start", what, s)
 		return 0, false
 	}
-	v, err := rules.ParseDuration(s)
-	if err != nil {
-		d.errorf(n, "%s: bad duration %q (a number and a unit from ms, s, m, h, d, w, such as 40s, 1m30s or 1d)", what, s)
-		return 0, false
-	}
-	return v, true
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return strictyaml.Duration(n, what, d.report)
 }

@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invmon/invmon/internal/strictyaml"
 	"gopkg.in/yaml.v3"
-
-	"github.com/invmon/invmon/internal/rules"
 )
 
 // jsonNumber matches the JSON number grammar: a YAML number written that way
@@ -24,7 +23,7 @@ var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9
 // into Go values so that key order, number spelling and positions for errors
 // are kept.
 func (d *decoder) json(b *strings.Builder, n *yaml.Node) bool {
-	n = deref(n)
+	n = strictyaml.Deref(n)
 	switch n.Kind {
 	case yaml.MappingNode:
 		pairs, ok := d.pairs(n)
@@ -71,21 +70,21 @@ func (d *decoder) pairs(n *yaml.Node) ([]pair, bool) {
 	var own, merged []pair
 	ok := true
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), n.Content[i+1]
+		k, v := strictyaml.Deref(n.Content[i]), n.Content[i+1]
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			d.errorf(k, "value: a JSON object key must be a string, got %s", rules.NodeKind(k))
+			d.errorf(k, "value: a JSON object key must be a string, got %s", strictyaml.Kind(k))
 			ok = false
 		case k.ShortTag() == "!!merge":
-			v = deref(v)
+			v = strictyaml.Deref(v)
 			srcs := []*yaml.Node{v}
 			if v.Kind == yaml.SequenceNode {
 				srcs = v.Content
 			}
 			for _, src := range srcs {
-				src = deref(src)
+				src = strictyaml.Deref(src)
 				if src.Kind != yaml.MappingNode {
-					d.errorf(src, "value: << merges a mapping, got %s", rules.NodeKind(src))
+					d.errorf(src, "value: << merges a mapping, got %s", strictyaml.Kind(src))
 					ok = false
 					continue
 				}
@@ -224,7 +223,7 @@ func (d *decoder) clockTime(expr string) (time.Time, error) {
 	default:
 		return time.Time{}, fmt.Errorf("want t, t+D or t-D (D a duration such as 30s)")
 	}
-	off, err := rules.ParseDuration(rest[1:])
+	off, err := strictyaml.ParseDuration(rest[1:])
 	if err != nil {
 		return time.Time{}, fmt.Errorf("bad duration %q (such as 30s, 1m30s or 1d)", rest[1:])
 	}
