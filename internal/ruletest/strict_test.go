@@ -14,7 +14,7 @@ func TestSameMistakeSameMessageInRuleAndTestFiles(t *testing.T) {
 	const stream = "streams:\n  payments:\n    topic: payments\n    id: event.id\n    key: event.k\n    time: timestamp(event.t)\n"
 	const rule = "rules:\n  - name: r\n    kind: unique\n    on: {stream: payments}\n    window: 1h\n"
 	for _, tc := range []struct {
-		name            string
+		name             string
 		ruleSrc, testSrc string
 		// want matches the message after "file:line:col: " and the rule or
 		// stream it belongs to, in both files.
