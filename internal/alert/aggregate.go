@@ -78,34 +78,70 @@ func impactText(u quantity.Unit, v violation.Violation) string {
 	return v.ImpactBand + " " + u.Name
 }
 
-// aggregate summarizes open in one pass: the top entities are kept by
-// insertion into a TopN-long slice, not by sorting every open violation on
-// every tick.
+// aggregate summarizes open in one pass.
 func aggregate(rule string, unit quantity.Unit, open map[string]violation.Violation) Aggregate {
-	agg := Aggregate{Rule: rule, Count: len(open), ImpactUnit: unit.Name, Unit: unit}
-	customers := make(map[string]struct{})
+	a := newAggregator(rule, unit)
 	for _, v := range open {
-		agg.Total += v.Impact
-		if v.Customer != "" {
-			customers[v.Customer] = struct{}{}
-		}
-		i := len(agg.Top)
-		for i > 0 && ranksBefore(v, agg.Top[i-1]) {
-			i--
-		}
-		if i >= TopN {
-			continue
-		}
-		agg.Top = append(agg.Top, violation.Violation{})
-		copy(agg.Top[i+1:], agg.Top[i:])
-		agg.Top[i] = v
-		if len(agg.Top) > TopN {
-			agg.Top = agg.Top[:TopN]
-		}
+		a.add(&v)
 	}
-	agg.Customers = len(customers)
-	agg.Total = unit.Round(agg.Total)
-	agg.TotalText = unit.Text(agg.Total)
+	return a.result()
+}
+
+// readAggregate summarizes a rule's open violations as src reads them, one
+// at a time: what it keeps is the Aggregate and the set of distinct
+// customers, never the violations.
+func readAggregate(src OpenViolations, rule string, unit quantity.Unit) (Aggregate, error) {
+	a := newAggregator(rule, unit)
+	err := src.EachOpen(rule, func(v *violation.Violation) error {
+		a.add(v)
+		return nil
+	})
+	if err != nil {
+		return Aggregate{}, fmt.Errorf("read open violations of rule %q: %w", rule, err)
+	}
+	return a.result(), nil
+}
+
+// aggregator builds an Aggregate from violations added one by one: the top
+// entities are kept by insertion into a TopN-long slice, not by sorting
+// every open violation.
+type aggregator struct {
+	agg       Aggregate
+	unit      quantity.Unit
+	customers map[string]struct{}
+}
+
+func newAggregator(rule string, unit quantity.Unit) *aggregator {
+	return &aggregator{agg: Aggregate{Rule: rule, ImpactUnit: unit.Name, Unit: unit}, unit: unit, customers: make(map[string]struct{})}
+}
+
+func (a *aggregator) add(v *violation.Violation) {
+	agg := &a.agg
+	agg.Count++
+	agg.Total += v.Impact
+	if v.Customer != "" {
+		a.customers[v.Customer] = struct{}{}
+	}
+	i := len(agg.Top)
+	for i > 0 && ranksBefore(*v, agg.Top[i-1]) {
+		i--
+	}
+	if i >= TopN {
+		return
+	}
+	agg.Top = append(agg.Top, violation.Violation{})
+	copy(agg.Top[i+1:], agg.Top[i:])
+	agg.Top[i] = *v
+	if len(agg.Top) > TopN {
+		agg.Top = agg.Top[:TopN]
+	}
+}
+
+func (a *aggregator) result() Aggregate {
+	agg := a.agg
+	agg.Customers = len(a.customers)
+	agg.Total = a.unit.Round(agg.Total)
+	agg.TotalText = a.unit.Text(agg.Total)
 	return agg
 }
 

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -182,20 +182,17 @@ func (c *stepClock) Step(d time.Duration) time.Time {
 	return c.t
 }
 
-func openDB(t *testing.T, dir string) *badger.DB {
+// openDB opens the monitor's state store in dir, in memory when dir is "".
+func openDB(t *testing.T, dir string) *joinstate.Store {
 	t.Helper()
-	opts := badger.DefaultOptions(dir).WithLogger(nil)
-	if dir == "" {
-		opts = opts.WithInMemory(true)
-	}
-	db, err := badger.Open(opts)
+	db, err := joinstate.Open(dir, joinstate.Options{InMemory: dir == ""}, nil)
 	if err != nil {
-		t.Fatalf("open badger: %v", err)
+		t.Fatalf("open state: %v", err)
 	}
 	return db
 }
 
-func memDB(t *testing.T) *badger.DB {
+func memDB(t *testing.T) *joinstate.Store {
 	t.Helper()
 	db := openDB(t, "")
 	t.Cleanup(func() { _ = db.Close() })
@@ -218,12 +215,12 @@ func testConfig(clk *stepClock, urls ...string) Config {
 	}
 }
 
-func newManager(t *testing.T, cfg Config, db *badger.DB, reg prometheus.Registerer) *Manager {
+func newManager(t *testing.T, cfg Config, db *joinstate.Store, reg prometheus.Registerer) *Manager {
 	t.Helper()
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := NewManager(cfg, db, reg, zaptest.NewLogger(t))
+	m, err := NewManager(cfg, db.Namespace(joinstate.AlertNamespace), reg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}

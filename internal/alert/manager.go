@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -130,9 +129,16 @@ type Manager struct {
 	rules    []*compiledRule
 	rulesSet bool
 	seeded   bool
-	open     map[string]map[string]violation.Violation // rule → violation id → violation
-	conds    map[string]desiredAlert                   // fingerprint → active condition
-	alerts   map[string]*alertState                    // fingerprint → alert
+	open     map[string]map[string]violation.Violation // rule → violation id → violation (Seed/Observe)
+	// source, when set (ReadOpenFrom), is where open violations are read:
+	// then open stays empty and the manager keeps one Aggregate per rule,
+	// read again when Observe says the rule changed and every ResendInterval.
+	source    OpenViolations
+	aggs      map[string]Aggregate
+	stale     map[string]bool
+	refreshed time.Time
+	conds     map[string]desiredAlert // fingerprint → active condition
+	alerts    map[string]*alertState  // fingerprint → alert
 	// refused remembers alerts an Alertmanager answered 4xx for, per URL, so
 	// they are not re-posted every tick (they would be refused again) but
 	// only when they change or at the next resend.
@@ -154,16 +160,17 @@ type managerMetrics struct {
 }
 
 // NewManager returns a manager that sends to cfg.URLs and keeps its state in
-// db under the "alert/" prefix, loading what a previous run left there. Its
-// metrics are registered on reg (nil: not registered).
+// kv, loading what a previous run left there. Its metrics are registered on
+// reg (nil: not registered).
 //
-// Rule alerts are evaluated only once both SetRules and Seed have been
-// called: until then the alerts loaded from db keep firing (and are
+// Rule alerts are evaluated only once SetRules has been called and the open
+// violations are known: read from state (ReadOpenFrom), or handed over
+// (Seed). Until then the alerts loaded from kv keep firing (and are
 // re-sent), so a restart does not resolve a page just because the open
 // violations are not loaded yet. Conditions are persisted and need neither.
-func NewManager(cfg Config, db *badger.DB, reg prometheus.Registerer, logger *zap.Logger) (*Manager, error) {
-	if db == nil {
-		return nil, errNoDB
+func NewManager(cfg Config, kv Store, reg prometheus.Registerer, logger *zap.Logger) (*Manager, error) {
+	if kv == nil {
+		return nil, errNoStore
 	}
 	cfg = cfg.withDefaults()
 	if logger == nil {
@@ -178,7 +185,7 @@ func NewManager(cfg Config, db *badger.DB, reg prometheus.Registerer, logger *za
 	m := &Manager{
 		cfg:          cfg,
 		now:          cfg.Now,
-		store:        store{db: db},
+		store:        store{kv: kv},
 		logger:       logger,
 		open:         make(map[string]map[string]violation.Violation),
 		conds:        make(map[string]desiredAlert),
@@ -205,7 +212,7 @@ func NewManager(cfg Config, db *badger.DB, reg prometheus.Registerer, logger *za
 	if m.metrics, err = newManagerMetrics(reg); err != nil {
 		return nil, err
 	}
-	if err := load(db, stateKeyPrefix, func(key string, st *alertState) {
+	if err := load(kv, stateKeyPrefix, func(key string, st *alertState) {
 		if st.Sent == nil {
 			st.Sent = make(map[string]sendRecord)
 		}
@@ -216,7 +223,7 @@ func NewManager(cfg Config, db *badger.DB, reg prometheus.Registerer, logger *za
 	}); err != nil {
 		return nil, fmt.Errorf("load alert state: %w", err)
 	}
-	if err := load(db, condKeyPrefix, func(key string, d *desiredAlert) {
+	if err := load(kv, condKeyPrefix, func(key string, d *desiredAlert) {
 		m.conds[strings.TrimPrefix(key, condKeyPrefix)] = *d
 	}); err != nil {
 		return nil, fmt.Errorf("load alert conditions: %w", err)
@@ -291,12 +298,32 @@ func (m *Manager) SetRules(specs []RuleSpec) error {
 	return nil
 }
 
+// ReadOpenFrom makes the manager read each rule's open violations from src
+// when it builds the rule's alert, instead of keeping a copy of them: it
+// holds one Aggregate per rule, read again on the first Tick after Observe
+// reports a change of the rule and every ResendInterval. Seed is then not
+// needed. Call it before the first Tick; the state src reads must reflect
+// every violation change before it is observed.
+func (m *Manager) ReadOpenFrom(src OpenViolations) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.source = src
+	m.open = make(map[string]map[string]violation.Violation)
+	m.aggs = make(map[string]Aggregate)
+	m.stale = make(map[string]bool)
+}
+
 // Seed replaces the set of open violations with open, the store's view at
 // start-up. Violations in open that are not in state Open are ignored. Call
-// it once before the first Observe.
+// it once before the first Observe. With ReadOpenFrom it only marks every
+// rule to be read again.
 func (m *Manager) Seed(open []violation.Violation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.source != nil {
+		m.refreshed = time.Time{}
+		return
+	}
 	m.open = make(map[string]map[string]violation.Violation)
 	n := 0
 	for _, v := range open {
@@ -311,10 +338,17 @@ func (m *Manager) Seed(open []violation.Violation) {
 
 // Observe records violations that opened or resolved. Call it after the
 // state write that made them durable. It is idempotent: observing the same
-// violation again (a redelivery, a replay) changes nothing.
+// violation again (a redelivery, a replay) changes nothing. With
+// ReadOpenFrom it only marks their rules to be read again.
 func (m *Manager) Observe(vs ...violation.Violation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.source != nil {
+		for _, v := range vs {
+			m.stale[v.Rule] = true
+		}
+		return
+	}
 	for _, v := range vs {
 		switch v.State {
 		case violation.Open:

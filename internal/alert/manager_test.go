@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/quantity"
 	"github.com/invmon/invmon/internal/violation"
 )
 
-func readyManager(t *testing.T, cfg Config, db *badger.DB, rules ...RuleSpec) *Manager {
+func readyManager(t *testing.T, cfg Config, db *joinstate.Store, rules ...RuleSpec) *Manager {
 	t.Helper()
 	m := newManager(t, cfg, db, nil)
 	if len(rules) == 0 {
@@ -598,17 +598,11 @@ func TestFiringMetric(t *testing.T) {
 	}
 }
 
-func countKeys(t *testing.T, db *badger.DB, prefix string) int {
+func countKeys(t *testing.T, db *joinstate.Store, prefix string) int {
 	t.Helper()
 	n := 0
-	err := db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(prefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n++
-		}
+	err := db.Namespace(joinstate.AlertNamespace).Scan(prefix, func(string, []byte) error {
+		n++
 		return nil
 	})
 	if err != nil {

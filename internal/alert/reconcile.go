@@ -42,6 +42,7 @@ func (m *Manager) Tick(ctx context.Context) error {
 	now := m.now()
 
 	m.mu.Lock()
+	m.refreshAggregatesLocked(now)
 	desired := m.desiredLocked()
 	recs := m.reconcileLocked(now, desired)
 	batches := m.dueLocked(now)
@@ -78,12 +79,18 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 	for fp, d := range m.conds {
 		desired[fp] = d
 	}
-	ready := m.rulesSet && m.seeded
+	ready := m.readyLocked()
 	current := make(map[string]bool, len(m.rules))
 	for _, cr := range m.rules {
 		name := cr.spec.Name
 		current[name] = true
-		agg := aggregate(name, cr.spec.Impact, m.open[name])
+		agg, ok := m.aggs[name]
+		if m.source == nil {
+			agg, ok = aggregate(name, cr.spec.Impact, m.open[name]), true
+		}
+		if !ok {
+			continue // not read yet: ready is false, nothing is resolved
+		}
 		m.metrics.openViolations.WithLabelValues(name).Set(float64(agg.Count))
 		m.metrics.openImpact.WithLabelValues(name).Set(agg.Total)
 		if !ready || agg.Count == 0 {
@@ -120,6 +127,65 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 	}
 	m.ruleSeries = current
 	return desired
+}
+
+// readyLocked reports whether the rules and their open violations are
+// known, so that a rule alert missing from the desired set may be resolved.
+func (m *Manager) readyLocked() bool {
+	if !m.rulesSet {
+		return false
+	}
+	if m.source == nil {
+		return m.seeded
+	}
+	for _, cr := range m.rules {
+		if _, ok := m.aggs[cr.spec.Name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// refreshAggregatesLocked reads again, from the source of open violations,
+// the aggregates of the rules observed to change, of rules not read yet,
+// and of every rule each ResendInterval (what an Observe could have missed
+// is then corrected within one resend). A rule whose read fails keeps its
+// previous aggregate: a state read error must not resolve a page.
+func (m *Manager) refreshAggregatesLocked(now time.Time) {
+	if m.source == nil || !m.rulesSet {
+		return
+	}
+	full := m.refreshed.IsZero() || now.Sub(m.refreshed) >= m.cfg.ResendInterval
+	complete := true
+	current := make(map[string]bool, len(m.rules))
+	for _, cr := range m.rules {
+		name := cr.spec.Name
+		current[name] = true
+		if _, ok := m.aggs[name]; ok && !full && !m.stale[name] {
+			continue
+		}
+		agg, err := readAggregate(m.source, name, cr.spec.Impact)
+		if err != nil {
+			m.logger.Error("cannot read open violations; keeping the rule's alert as it was", zap.String("rule", name), zap.Error(err))
+			complete = false
+			continue
+		}
+		m.aggs[name] = agg
+		delete(m.stale, name)
+	}
+	for name := range m.aggs {
+		if !current[name] {
+			delete(m.aggs, name)
+		}
+	}
+	for name := range m.stale {
+		if !current[name] {
+			delete(m.stale, name)
+		}
+	}
+	if full && complete {
+		m.refreshed = now
+	}
 }
 
 func (m *Manager) severityLocked(cr *compiledRule, agg Aggregate, logger *zap.Logger) string {
@@ -164,7 +230,7 @@ func (m *Manager) generatorURL(rule string) string {
 // reconcileLocked moves m.alerts towards desired and returns the records
 // to persist.
 func (m *Manager) reconcileLocked(now time.Time, desired map[string]desiredAlert) []record {
-	ready := m.rulesSet && m.seeded
+	ready := m.readyLocked()
 	var recs []record
 	save := func(fp string, st *alertState) {
 		recs = append(recs, record{key: stateKeyPrefix + fp, value: st.clone()})

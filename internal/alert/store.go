@@ -5,23 +5,43 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/invmon/invmon/internal/violation"
 )
 
-// Badger keys. Everything this package writes lives under "alert/", so it
-// can share the monitor's database with the join state.
+// Store is the manager's own durable key space: its alert state and active
+// conditions live there, apart from the join state (joinstate.Namespace
+// implements it over the monitor's Badger database).
+type Store interface {
+	// Write sets every key of changes to its value, or deletes it when the
+	// value is nil, in one transaction that is synced before Write returns.
+	Write(changes map[string][]byte) error
+	// Scan calls fn with every key that starts with prefix, in key order,
+	// and its value (valid during the call only). It stops at fn's first
+	// error and returns it.
+	Scan(prefix string, fn func(key string, value []byte) error) error
+}
+
+// OpenViolations is where the manager reads a rule's open violations when
+// it builds or refreshes the rule's alert, so it keeps no copy of them
+// (joinstate.Store implements it with its rule-and-state index).
+type OpenViolations interface {
+	// EachOpen calls fn with every open violation of rule. It stops at fn's
+	// first error and returns it.
+	EachOpen(rule string, fn func(*violation.Violation) error) error
+}
+
+// Keys in the manager's Store.
 const (
-	keyPrefix       = "alert/"
-	stateKeyPrefix  = keyPrefix + "state/" // alert/state/<fingerprint> → alertState
-	condKeyPrefix   = keyPrefix + "cond/"  // alert/cond/<fingerprint> → desiredAlert
+	stateKeyPrefix  = "state/" // state/<fingerprint> → alertState
+	condKeyPrefix   = "cond/"  // cond/<fingerprint> → desiredAlert
 	persistedFormat = 1
 )
 
-// store persists alert state in Badger. Every write is synced before it
-// returns: the point of persisting is surviving SIGKILL, and alert state
-// changes rarely (a firing, a resolution, a successful send).
+// store persists alert state. Every write is synced before it returns: the
+// point of persisting is surviving SIGKILL, and alert state changes rarely
+// (a firing, a resolution, a successful send).
 type store struct {
-	db *badger.DB
+	kv Store
 }
 
 type record struct {
@@ -33,53 +53,34 @@ func (s store) write(recs []record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for _, r := range recs {
-			if r.value == nil {
-				if err := txn.Delete([]byte(r.key)); err != nil {
-					return fmt.Errorf("delete %s: %w", r.key, err)
-				}
-				continue
-			}
-			b, err := json.Marshal(r.value)
-			if err != nil {
-				return fmt.Errorf("encode %s: %w", r.key, err)
-			}
-			if err := txn.Set([]byte(r.key), b); err != nil {
-				return fmt.Errorf("set %s: %w", r.key, err)
-			}
+	changes := make(map[string][]byte, len(recs))
+	for _, r := range recs {
+		if r.value == nil {
+			changes[r.key] = nil
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("persist alert state: %w", err)
+		b, err := json.Marshal(r.value)
+		if err != nil {
+			return fmt.Errorf("persist alert state: encode %s: %w", r.key, err)
+		}
+		changes[r.key] = b
 	}
-	// Update only syncs when the DB was opened with SyncWrites; alert state
-	// must be durable either way.
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("persist alert state: sync: %w", err)
+	if err := s.kv.Write(changes); err != nil {
+		return fmt.Errorf("persist alert state: %w", err)
 	}
 	return nil
 }
 
 // load calls fn with every value under prefix, decoded into a fresh T.
-func load[T any](db *badger.DB, prefix string, fn func(key string, v *T)) error {
-	return db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(prefix)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			key := string(item.Key())
-			var v T
-			if err := item.Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
-				return fmt.Errorf("load %s: %w", key, err)
-			}
-			fn(key, &v)
+func load[T any](kv Store, prefix string, fn func(key string, v *T)) error {
+	return kv.Scan(prefix, func(key string, b []byte) error {
+		var v T
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("load %s: %w", key, err)
 		}
+		fn(key, &v)
 		return nil
 	})
 }
 
-var errNoDB = errors.New("alert manager needs a badger database")
+var errNoStore = errors.New("alert manager needs a store")

@@ -206,10 +206,6 @@ func checkFormat(db *badger.DB, dir string) error {
 	}
 }
 
-// DB returns the underlying database, for packages that keep their own
-// prefix in it (the alert state).
-func (s *Store) DB() *badger.DB { return s.db }
-
 // Close flushes and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 

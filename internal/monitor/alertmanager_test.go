@@ -79,7 +79,7 @@ func newAlertManager(t *testing.T, am config.Alertmanager) (*alert.Manager, erro
 	t.Cleanup(func() { _ = store.Close() })
 	acfg := alert.ConfigFrom(am)
 	acfg.Backoff = alert.BackoffConfig{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAttempts: 2}
-	m, err := alert.NewManager(acfg, store.DB(), prometheus.NewRegistry(), zap.NewNop())
+	m, err := alert.NewManager(acfg, store.Namespace(joinstate.AlertNamespace), prometheus.NewRegistry(), zap.NewNop())
 	if err != nil {
 		return nil, err
 	}

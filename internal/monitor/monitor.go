@@ -175,22 +175,19 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	acfg.ExternalURL = cfg.HTTP.ExternalURL
 	acfg.Now = opts.Now
 	acfg.Minimize = m.minimize
-	if m.alerts, err = alert.NewManager(acfg, m.store.DB(), m.reg, m.log.Named("alert")); err != nil {
+	if m.alerts, err = alert.NewManager(acfg, m.store.Namespace(joinstate.AlertNamespace), m.reg, m.log.Named("alert")); err != nil {
 		return nil, err
 	}
 	if err = m.alerts.SetRules(alert.SpecsOf(rs)); err != nil {
 		return nil, err
 	}
 	if !cfg.Kafka.Changelog {
-		// One member owns every partition: its state is the whole truth.
+		// One member owns every partition: its state is the whole truth,
+		// and alerting reads each rule's open violations from its index.
 		// With the changelog, alerting is seeded from the group's feed in
 		// Run instead: the local state may be stale, resolved since by
 		// another member, and nothing is sent before the feed caught up.
-		open, err := m.store.Violations(joinstate.Filter{State: violation.Open})
-		if err != nil {
-			return nil, err
-		}
-		m.alerts.Seed(open)
+		m.alerts.ReadOpenFrom(m.store)
 	}
 	// A wrong password, CA or certificate stops the start here with the
 	// broker's name and the cause, rather than in a client's retry loop.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/invmon/invmon/internal/alert"
+	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/privacy"
 	"github.com/invmon/invmon/internal/report"
 )
@@ -39,7 +40,7 @@ func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]stri
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	cfg.Minimize = minimize
-	mgr, err := alert.NewManager(cfg, r.store.DB(), nil, r.log.Named("alert"))
+	mgr, err := alert.NewManager(cfg, r.store.Namespace(joinstate.AlertNamespace), nil, r.log.Named("alert"))
 	if err != nil {
 		return nil, fmt.Errorf("replay: alert manager: %w", err)
 	}
