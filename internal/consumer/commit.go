@@ -4,7 +4,8 @@ package consumer
 // offsets and queues it; one goroutine (committer) then makes the batches
 // durable in order, while the poll loop already evaluates the next:
 //
-//  1. dead letters, changelog and violation-feed records are produced and
+//  1. dead letters, changelog records and (with Feed) the batch's violation
+//     changes (package changes) are produced and
 //     acknowledged (bounded by kafka.produce_timeout);
 //  2. the state changes, the applied offsets and the outbox entries are one
 //     Badger commit, synced to disk;
@@ -27,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/changes"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/violation"
 )
@@ -65,7 +67,7 @@ func (c *Consumer) commit(b *batch) error {
 		for _, pd := range b.deltas {
 			changed = append(changed, pd.Delta.Changed...)
 		}
-		feed, err := c.feedRecords(changed)
+		feed, err := changes.Records(c.cfg.Group, changed)
 		if err != nil {
 			return err
 		}

@@ -40,9 +40,10 @@ type Config struct {
 	DLQTopic string
 	// InstanceID enables static group membership when set. Default none.
 	InstanceID string
-	// Feed writes every violation change to "<group>.violations-state" so
-	// that every member pages with the whole group's violations (see
-	// FollowFeed). Default off; monitor enables it with the changelog.
+	// Feed writes every violation change to the group's stream of violation
+	// changes (package changes, "<group>.violations-state") so that every
+	// member pages with the whole group's violations. Default off; monitor
+	// enables it with the changelog.
 	Feed bool
 	// Changelog appends every state write to "<group>.changelog" so a member
 	// that gains a partition restores its state from there. Default off;

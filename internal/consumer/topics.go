@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/changes"
 	"github.com/invmon/invmon/internal/kafkaconn"
 	"github.com/invmon/invmon/internal/rules"
 )
@@ -66,7 +67,7 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 		}
 	}
 	if c.cfg.Feed {
-		if err := c.ensureFeed(ctx); err != nil {
+		if err := changes.EnsureTopic(ctx, c.adm, c.cfg.Group); err != nil {
 			return err
 		}
 	}

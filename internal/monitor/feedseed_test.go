@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/invmon/invmon/internal/changes"
 	"github.com/invmon/invmon/internal/config"
-	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/monitor"
@@ -31,7 +31,7 @@ import (
 // the stale violation, not even before the feed has been read.
 func TestAlertingSeededFromTheFeedNotStaleLocalState(t *testing.T) {
 	const group = "feedseed"
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, append([]string{consumer.FeedTopic(group)}, sim.Topics...)...))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, append([]string{changes.StateTopic(group)}, sim.Topics...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestAlertingSeededFromTheFeedNotStaleLocalState(t *testing.T) {
 		Impact: 20000, Customer: "acct-2", DetectedAt: time.Now().Add(-time.Minute).UTC()}
 	for _, v := range []violation.Violation{stale, live, resolved} {
 		b, _ := json.Marshal(v)
-		recs = append(recs, &kgo.Record{Topic: consumer.FeedTopic(group), Key: []byte(v.ID), Value: b})
+		recs = append(recs, &kgo.Record{Topic: changes.StateTopic(group), Key: []byte(v.ID), Value: b})
 	}
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)

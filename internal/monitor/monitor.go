@@ -21,6 +21,7 @@ import (
 
 	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/buildinfo"
+	"github.com/invmon/invmon/internal/changes"
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/console"
 	"github.com/invmon/invmon/internal/consumer"
@@ -322,10 +323,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 	g.Go(func() error { m.store.RunGC(ctx, 5*time.Minute); return nil })
 	if m.opts.Config.Kafka.Changelog {
 		// With the changelog, partitions may be spread over several members:
-		// alerts follow the whole group's violations from the feed.
+		// alerts follow the whole group's violation changes.
 		g.Go(func() error {
-			return consumer.FollowFeed(ctx, m.opts.Config.Kafka.Brokers, m.kopts, m.opts.Config.Kafka.Group, m.log.Named("feed"),
-				m.alerts.Seed, func(v violation.Violation) { m.alerts.Observe(v) })
+			return changes.Follow(ctx, m.opts.Config.Kafka.Brokers, m.kopts, m.opts.Config.Kafka.Group, m.log.Named("changes"), m.alerts)
 		})
 	}
 	if m.outbox != nil {
