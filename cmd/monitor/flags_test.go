@@ -24,7 +24,7 @@ func TestRunFlagsAreTheConfigBinding(t *testing.T) {
 		}
 	})
 	for _, name := range []string{
-		"kafka.brokers", "kafka.group", "kafka.client-id", "kafka.dlq-topic", "kafka.violations-topic", "kafka.changelog",
+		"kafka.brokers", "kafka.group", "kafka.client-id", "kafka.dlq-topic", "kafka.violation-events-topic", "kafka.violations-topic", "kafka.changelog",
 		"kafka.instance-id", "kafka.tls", "kafka.tls.ca-file", "kafka.tls.cert-file", "kafka.tls.key-file",
 		"kafka.tls.server-name", "kafka.sasl.mechanism", "kafka.sasl.username", "kafka.sasl.password-file",
 		"kafka.produce-timeout", "event-time.max-future", "state-dir", "state.cache-size", "state.violation-retention", "rule-files", "http.listen", "http.external-url",

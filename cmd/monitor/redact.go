@@ -18,9 +18,9 @@ func redactCmd() *cobra.Command {
 	var keyFile, configPath string
 	lookup := &cobra.Command{
 		Use:   "lookup ID...",
-		Short: "Print the HMAC token of each customer id or entity key, to find it in the API, alerts or violations topic",
+		Short: "Print the HMAC token of each customer id or entity key, to find it in the API, alerts or violation events topic",
 		Long: "With privacy.identifiers: hmac, customer ids, entity keys and trigger event ids appear in the API,\n" +
-			"the alerts and the violations topic as hmac:<hex> tokens. lookup prints the token of each plain id\n" +
+			"the alerts and the violation events topic as hmac:<hex> tokens. lookup prints the token of each plain id\n" +
 			"(one line: id, a tab, the token), read with the key of --hmac-key-file or of the configuration's\n" +
 			"privacy.hmac_key_file. The API also takes the plain id: /api/v1/violations?customer=ID or ?key=ID.",
 		Args: cobra.MinimumNArgs(1),

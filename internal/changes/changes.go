@@ -15,8 +15,8 @@
 // through the same Subscriber methods).
 //
 // This topic is internal and holds the group's violations as they are (the
-// latest record of each id). It is not the violations topic
-// (kafka.violations_topic, package outbox), which publishes each opening and
+// latest record of each id). It is not the violation events topic
+// (kafka.violation_events_topic, package outbox), which publishes each opening and
 // resolution once, minimised by the privacy settings, for other systems.
 package changes
 

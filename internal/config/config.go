@@ -146,9 +146,14 @@ type Kafka struct {
 	// "<group>.changelog", so that a member that gains a partition (after a
 	// rebalance, or on a new machine) restores its state. Default true.
 	Changelog bool `yaml:"changelog"`
-	// ViolationsTopic, when set, receives every violation and resolution
-	// exactly once (keyed by violation id), for downstream repair workflows.
+	// ViolationEventsTopic, when set, receives every violation opening and
+	// resolution exactly once (keyed by violation id, minimised by the
+	// privacy settings), for other systems such as repair workflows. It is
+	// not the internal "<group>.violations-state" that alerting reads.
 	// Default none.
+	ViolationEventsTopic string `yaml:"violation_events_topic"`
+	// ViolationsTopic is ViolationEventsTopic's former name, still read
+	// from files: Load moves it there. Deprecated.
 	ViolationsTopic string `yaml:"violations_topic"`
 	// InstanceID, when set, makes this member a static group member: a
 	// restarted process with the same id takes its partitions back at once
@@ -418,12 +423,29 @@ func Load(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, withoutValues(err))
 	}
+	if err := cfg.Kafka.renamed(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
 	// *_file paths are relative to the configuration file, as in Prometheus.
 	cfg.SchemaRegistry.HTTP.SetDirectory(filepath.Dir(path))
 	if err := cfg.SchemaRegistry.HTTP.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: schema_registry: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// renamed moves settings given under a former name to their name now, and
+// refuses a file that gives both names different values.
+func (k *Kafka) renamed() error {
+	if k.ViolationsTopic == "" {
+		return nil
+	}
+	if k.ViolationEventsTopic != "" && k.ViolationEventsTopic != k.ViolationsTopic {
+		return fmt.Errorf("kafka.violations_topic (%q) is the former name of kafka.violation_events_topic (%q): keep only the latter",
+			k.ViolationsTopic, k.ViolationEventsTopic)
+	}
+	k.ViolationEventsTopic, k.ViolationsTopic = k.ViolationsTopic, ""
+	return nil
 }
 
 // yamlValueError matches yaml.v3's "line N: cannot unmarshal !!str `value`

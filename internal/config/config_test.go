@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func write(t *testing.T, body string) string {
@@ -186,5 +188,36 @@ schema_registry:
 `))
 	if err == nil || !strings.Contains(err.Error(), "schema_registry") {
 		t.Fatalf("basic_auth and authorization together: %v", err)
+	}
+}
+
+// kafka.violations_topic was renamed kafka.violation_events_topic, so that
+// it cannot be taken for the internal <group>.violations-state: the former
+// name keeps working in files and as a flag, and a file that gives both
+// names different topics is refused.
+func TestViolationEventsTopicFormerNameStillWorks(t *testing.T) {
+	cfg, err := Load(write(t, "kafka: {brokers: [k], violations_topic: repairs}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kafka.ViolationEventsTopic != "repairs" || cfg.Kafka.ViolationsTopic != "" {
+		t.Fatalf("violations_topic read as events topic %q (former field %q)", cfg.Kafka.ViolationEventsTopic, cfg.Kafka.ViolationsTopic)
+	}
+	if _, err := Load(write(t, "kafka: {brokers: [k], violations_topic: a, violation_events_topic: b}\n")); err == nil ||
+		!strings.Contains(err.Error(), "former name of kafka.violation_events_topic") {
+		t.Fatalf("both names with different topics: %v", err)
+	}
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	flagCfg := Defaults()
+	BindFlags(fs, &flagCfg)
+	if err := fs.Parse([]string{"--kafka.violations-topic", "old-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := FromFileAndFlags(write(t, "kafka: {brokers: [k], violation_events_topic: from-file}\n"), fs, flagCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Kafka.ViolationEventsTopic != "old-flag" {
+		t.Fatalf("--kafka.violations-topic gave %q, want it to set the events topic over the file", got.Kafka.ViolationEventsTopic)
 	}
 }

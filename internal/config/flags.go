@@ -35,7 +35,7 @@ var Flags = []Flag{
 	{"kafka.group", "kafka.group", "consumer group"},
 	{"kafka.client-id", "kafka.client_id", "Kafka client id"},
 	{"kafka.dlq-topic", "kafka.dlq_topic", "dead-letter topic (default <group>.dlq)"},
-	{"kafka.violations-topic", "kafka.violations_topic", "publish every violation and resolution to this topic, exactly once"},
+	{"kafka.violation-events-topic", "kafka.violation_events_topic", "publish every violation opening and resolution to this topic, exactly once, for other systems"},
 	{"kafka.changelog", "kafka.changelog", "log state to <group>.changelog so partitions can move between members"},
 	{"kafka.instance-id", "kafka.instance_id", "static group membership id: a restart keeps the partitions without a rebalance"},
 	{"kafka.produce-timeout", "kafka.produce_timeout", "how long a batch waits for its dead letters and changelog to be acknowledged before the member stops"},
@@ -94,6 +94,7 @@ var Flags = []Flag{
 // FileOnly lists the settings that have no flag, each with the reason.
 // A path ending in ".*" covers everything below it.
 var FileOnly = map[string]string{
+	"kafka.violations_topic":               "former name of kafka.violation_events_topic, read from old files; its flag --kafka.violations-topic is an alias (FormerFlagNames)",
 	"kafka.sasl.password":                  "a secret: a flag's value shows in ps; use the password_file flag",
 	"kafka.sasl.oauth.client_secret":       "a secret: use the client_secret_file flag",
 	"kafka.sasl.aws.secret_access_key":     "a secret: use the secret_access_key_file flag",
@@ -121,9 +122,23 @@ var (
 	timeType             = reflect.TypeOf(time.Time{})
 )
 
+// FormerFlagNames maps a renamed flag's former name to its name now: the
+// former keeps working.
+var FormerFlagNames = map[string]string{
+	"kafka.violations-topic": "kafka.violation-events-topic",
+}
+
 // BindFlags registers Flags on fs, or only those named in only. Each
-// writes into cfg, whose current values are the defaults shown.
+// writes into cfg, whose current values are the defaults shown. Former
+// names of renamed flags are accepted (FormerFlagNames).
 func BindFlags(fs *pflag.FlagSet, cfg *Config, only ...string) {
+	prev := fs.GetNormalizeFunc()
+	fs.SetNormalizeFunc(func(f *pflag.FlagSet, name string) pflag.NormalizedName {
+		if now, ok := FormerFlagNames[name]; ok {
+			name = now
+		}
+		return prev(f, name)
+	})
 	for _, f := range Flags {
 		if len(only) > 0 && !slices.Contains(only, f.Name) {
 			continue

@@ -33,7 +33,7 @@ func secureKafkaYAML(b *kafkatest.SecureBroker, group, passwordFile, caFile stri
 	return fmt.Sprintf(`kafka:
   brokers: [%q]
   group: %s
-  violations_topic: %s
+  violation_events_topic: %s
   tls:
     enabled: true
     ca_file: %q

@@ -26,7 +26,7 @@ func TestViolationsTopicHoldsEachChangeOnce(t *testing.T) {
 	ruleFile := writeRules(t, dir, prefix)
 	config := func(group string) func(string) string {
 		return func(httpAddr string) string {
-			return fmt.Sprintf(`kafka: {brokers: [%q], group: %s, violations_topic: %s, instance_id: vt}
+			return fmt.Sprintf(`kafka: {brokers: [%q], group: %s, violation_events_topic: %s, instance_id: vt}
 state_dir: %s
 rule_files: [%q]
 http: {listen: %q}

@@ -169,7 +169,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		return nil, err
 	}
 	if m.minimize.Active() {
-		m.log.Info("privacy: customer ids, keys and trigger event ids are minimised in the API, alerts and violations topic",
+		m.log.Info("privacy: customer ids, keys and trigger event ids are minimised in the API, alerts and violation events topic",
 			zap.String("identifiers", string(m.minimize.Mode())), zap.Float64s("impact_bands", cfg.Privacy.ImpactBands))
 	}
 	acfg := alert.ConfigFrom(cfg.Alertmanager)
@@ -195,11 +195,11 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	if err := kafkaconn.Check(ctx, cfg.Kafka.Brokers, kopts); err != nil {
 		return nil, err
 	}
-	if cfg.Kafka.ViolationsTopic != "" {
+	if cfg.Kafka.ViolationEventsTopic != "" {
 		if err := m.store.EnableOutbox(); err != nil {
 			return nil, err
 		}
-		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: m.kopts, Topic: cfg.Kafka.ViolationsTopic, Minimize: m.minimize}, m.store, m.log.Named("outbox"))
+		m.outbox, err = outbox.New(ctx, outbox.Config{Brokers: cfg.Kafka.Brokers, Opts: m.kopts, Topic: cfg.Kafka.ViolationEventsTopic, Minimize: m.minimize}, m.store, m.log.Named("outbox"))
 		if err != nil {
 			return nil, err
 		}

@@ -52,7 +52,7 @@ func TestRedactionHidesInjectedIDs(t *testing.T) {
 	}
 	cfg := config.Defaults()
 	cfg.Kafka.Brokers = cluster.ListenAddrs()
-	cfg.Kafka.ViolationsTopic = "violations"
+	cfg.Kafka.ViolationEventsTopic = "violations"
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Alertmanager.URLs = []string{am.URL()}

@@ -1,5 +1,5 @@
 // Package privacy minimises what the monitor's outputs say about customers:
-// the violations API, the alerts' annotations and the violations topic. With
+// the violations API, the alerts' annotations and the violation events topic. With
 // it on, customer ids, entity keys and trigger event ids leave the monitor
 // either redacted or as keyed HMAC tokens, and impact amounts as bands.
 //
