@@ -124,11 +124,16 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 	return &rc, out
 }
 
-func (l *loader) unique(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Unique, []string) {
+// onKind checks that r has only its kind's fields and compiles its `on`
+// side: the one input of unique, transition and state rules.
+func (l *loader) onKind(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (Side, string) {
 	l.checkKindFields(c, r, ctx)
-	u := &Unique{}
-	var s string
-	u.On, s = l.side(c, r.On, at, ctx, "on")
+	return l.side(c, r.On, at, ctx, "on")
+}
+
+func (l *loader) unique(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Unique, []string) {
+	on, s := l.onKind(c, r, at, ctx)
+	u := &Unique{On: on}
 	if l.required(c, r.Window, at, ctx, "window") {
 		u.Window = l.duration(c, r.Window, ctx, "window", 0)
 	}
@@ -136,10 +141,8 @@ func (l *loader) unique(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Unique, 
 }
 
 func (l *loader) transition(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Transition, []string) {
-	l.checkKindFields(c, r, ctx)
-	t := &Transition{Allowed: map[string]map[string]bool{}}
-	var s string
-	t.On, s = l.side(c, r.On, at, ctx, "on")
+	on, s := l.onKind(c, r, at, ctx)
+	t := &Transition{On: on, Allowed: map[string]map[string]bool{}}
 	if l.required(c, r.State, at, ctx, "state") {
 		t.State = c.stringExpr(r.State, ctx, "state")
 	}
@@ -174,10 +177,8 @@ func (l *loader) transition(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*Tran
 }
 
 func (l *loader) state(c *compiler, r *ruleSpec, at Pos, ctx errCtx) (*StateRule, []string) {
-	l.checkKindFields(c, r, ctx)
-	sr := &StateRule{}
-	var s string
-	sr.On, s = l.side(c, r.On, at, ctx, "on")
+	on, s := l.onKind(c, r, at, ctx)
+	sr := &StateRule{On: on}
 	if l.required(c, r.Condition, at, ctx, "condition") {
 		sr.Condition = c.boolExpr(r.Condition, ctx, "condition")
 	}
