@@ -52,13 +52,12 @@ type streamSpec struct {
 	MaxLag          Scalar `yaml:"max_lag"`
 	MaxHold         Scalar `yaml:"max_hold"`
 
-	line, column int
-	raw          *yaml.Node
+	raw *yaml.Node // positions, and the canonical form that compares declarations
 }
 
 func (s *streamSpec) UnmarshalYAML(n *yaml.Node) error {
-	s.line, s.column, s.raw = n.Line, n.Column, n
 	type plain streamSpec
+	s.raw = n
 	return n.Decode((*plain)(s))
 }
 
@@ -128,13 +127,12 @@ type ruleSpec struct {
 	Impact      *impactSpec       `yaml:"impact"`
 	Severity    []*severitySpec   `yaml:"severity"`
 
-	line, column int
-	raw          *yaml.Node
+	raw *yaml.Node // positions, the source shown, and the version's canonical form
 }
 
 func (r *ruleSpec) UnmarshalYAML(n *yaml.Node) error {
-	r.line, r.column, r.raw = n.Line, n.Column, n
 	type plain ruleSpec
+	r.raw = n
 	return n.Decode((*plain)(r))
 }
 

@@ -39,7 +39,7 @@ func setKindFields(r *ruleSpec) map[string]Scalar {
 		out["initial"] = r.Initial[0]
 	}
 	if len(r.Allowed) > 0 {
-		out["allowed"] = at(r.line, r.column)
+		out["allowed"] = at(r.raw.Line, r.raw.Column)
 	}
 	return out
 }
@@ -86,7 +86,7 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 			at = c.pos(spec.Key, 1, 0)
 		}
 		if at.Line == 0 {
-			at = Pos{File: c.file, Line: r.line, Column: r.column}
+			at = Pos{File: c.file, Line: r.raw.Line, Column: r.raw.Column}
 		}
 		if !validName(n) || n == "event" || n == "record" {
 			l.errs = append(l.errs, ctx.at(at, fmt.Sprintf("lookup %q: name must be an identifier other than event and record", n)))
@@ -112,7 +112,7 @@ func (l *loader) lookups(c *compiler, r *ruleSpec, ctx errCtx) (*compiler, []*Lo
 	}
 	env, err := c.events.Extend(vars...)
 	if err != nil {
-		l.errs = append(l.errs, ctx.at(Pos{File: c.file, Line: r.line, Column: r.column}, fmt.Sprintf("lookups: %v", err)))
+		l.errs = append(l.errs, ctx.at(Pos{File: c.file, Line: r.raw.Line, Column: r.raw.Column}, fmt.Sprintf("lookups: %v", err)))
 		return c, out
 	}
 	rc := *c

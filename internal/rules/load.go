@@ -185,7 +185,7 @@ func (l *loader) required(c *compiler, s Scalar, at Pos, ctx errCtx, what string
 
 func (l *loader) stream(c *compiler, name string, s *streamSpec) {
 	ctx := errCtx{stream: name}
-	at := Pos{File: c.file, Line: s.line, Column: s.column}
+	at := Pos{File: c.file, Line: s.raw.Line, Column: s.raw.Column}
 	if prev, ok := l.set.Streams[name]; ok {
 		// The same stream may be declared by several files, so each rule file
 		// stands alone; the declarations must agree.
@@ -236,7 +236,7 @@ func (l *loader) stream(c *compiler, name string, s *streamSpec) {
 }
 
 func (l *loader) rule(c *compiler, r *ruleSpec) {
-	at := Pos{File: c.file, Line: r.line, Column: r.column}
+	at := Pos{File: c.file, Line: r.raw.Line, Column: r.raw.Column}
 	ctx := errCtx{inRule: true, rule: r.Name.Value}
 	if !l.required(c, r.Name, at, ctx, "name") {
 		return
