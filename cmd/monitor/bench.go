@@ -199,7 +199,11 @@ func benchState(events, partitions int, cacheSize int64, live bench.LiveOptions)
 	fmt.Printf("events:                      %d (%d partitions)\n", res.Events, partitions)
 	fmt.Printf("live state entries:          %d\n", res.LiveEntries)
 	fmt.Printf("rate:                        %.0f events/s (%.0f events/s over the last tenth)\n", float64(res.Events)/res.Elapsed.Seconds(), res.TailRate)
-	fmt.Printf("peak RSS:                    %.0f MiB\n", float64(ru.Maxrss<<10)/(1<<20))
+	fmt.Printf("peak RSS:                    %.0f MiB", float64(ru.Maxrss<<10)/(1<<20))
+	if res.Live != nil {
+		fmt.Printf(" (%.0f MiB before the live phase)", float64(res.Live.PeakRSSBefore)/(1<<20))
+	}
+	fmt.Println()
 	fmt.Printf("Go heap in use at the end:   %.0f MiB\n", float64(res.HeapInUse)/(1<<20))
 	fmt.Printf("GC share of CPU:             %.1f%%\n", 100*res.GCShare)
 	fmt.Printf("Badger size on disk:         %.0f MiB\n", float64(res.DiskBytes)/(1<<20))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/invmon/invmon/internal/engine"
@@ -104,6 +105,9 @@ type LiveResult struct {
 	MaxLag time.Duration
 	// Batches is how many batches were committed after the warm-up.
 	Batches int
+	// PeakRSSBefore is the process's peak RSS in bytes when the phase began:
+	// the fill's and the restart's, apart from the live phase's.
+	PeakRSSBefore int64
 	// Injected is how many captured payments got no ledger entry.
 	Injected int
 	// Delays are, sorted, for each injected trigger whose violation was
@@ -153,6 +157,10 @@ func (l liveLoad) due(now time.Time) int {
 // clock as now, commit the deltas with the applied offsets, synced.
 func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64, fillRate float64, o LiveOptions, progress io.Writer) (*LiveResult, error) {
 	res := &LiveResult{Rate: fillRate * o.Load}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		res.PeakRSSBefore = ru.Maxrss << 10
+	}
 	load := liveLoad{start: time.Now(), pairRate: res.Rate / 2}
 	if load.pairRate <= 0 {
 		return nil, fmt.Errorf("live phase: no fill rate to pace by")
