@@ -19,11 +19,12 @@ import (
 //
 // State, under r/<rule>/:
 //
-//	p/<key>                         pending triggers of key
+//	k/<key>                         the join key's record (keyRecord): its
+//	                                remembered expect events, pending
+//	                                triggers and open violations, so an
+//	                                event reads one key, not three
 //	d/<deadline><key>\x00<event id> deadline index, empty: due = range scan
-//	S/<key>                         remembered expect events: time, triggers met
-//	s/<event time><key>             their expiry index, empty
-//	o/<key>                         ids of open violations of key
+//	s/<event time><key>             expiry index of expect events, empty
 //	n                               how many triggers are pending
 type absence struct {
 	ruleBase
@@ -77,96 +78,70 @@ func (a *absence) apply(m *match, now time.Time) {
 	}
 }
 
-func (a *absence) pendings(key string) ([]pending, bool) {
-	b, ok := a.p.get(a.key("p", key))
+// keyRecord is everything an absence rule keeps for one join key.
+type keyRecord struct {
+	seen    []seenEvent
+	pending []pending
+	// open lists the ids of the key's open violations.
+	open []string
+}
+
+func (r *keyRecord) empty() bool { return len(r.seen) == 0 && len(r.pending) == 0 && len(r.open) == 0 }
+
+// record reads the join key's record, and whether it exists.
+func (a *absence) record(key string) (keyRecord, bool) {
+	var r keyRecord
+	b, ok := a.p.get(a.key("k", key))
 	if !ok {
-		return nil, false
+		return r, false
 	}
-	var out []pending
 	d := dec{b: b}
-	for d.more() {
-		out = append(out, pending{trigger: d.trigger(), Deadline: d.time()})
-	}
-	if d.err != nil {
-		a.p.fail(fmt.Errorf("rule %s: pending of %q: %w", a.rule.Name, key, d.err))
-	}
-	return out, true
-}
-
-func (a *absence) putPendings(key string, list []pending, absent bool) {
-	if len(list) == 0 {
-		a.p.del(a.key("p", key))
-		return
-	}
-	var e enc
-	for i := range list {
-		e = e.trigger(&list[i].trigger).time(list[i].Deadline)
-	}
-	a.p.put(a.key("p", key), e, absent)
-}
-
-func (a *absence) deadlineKey(pd *pending) string {
-	return a.key("d", string(statekey.TimeBytes(pd.Deadline))+pd.Key+"\x00"+pd.EventID)
-}
-
-func (a *absence) seen(key string) ([]seenEvent, bool) {
-	b, ok := a.p.get(a.key("S", key))
-	if !ok {
-		return nil, false
-	}
-	var out []seenEvent
-	d := dec{b: b}
-	for d.more() {
+	for n := d.i64(); n > 0 && d.err == nil; n-- {
 		s := seenEvent{time: d.time()}
-		for n := d.i64(); n > 0 && d.err == nil; n-- {
+		for m := d.i64(); m > 0 && d.err == nil; m-- {
 			s.triggers = append(s.triggers, d.str())
 		}
-		out = append(out, s)
+		r.seen = append(r.seen, s)
+	}
+	for n := d.i64(); n > 0 && d.err == nil; n-- {
+		r.pending = append(r.pending, pending{trigger: d.trigger(), Deadline: d.time()})
+	}
+	for n := d.i64(); n > 0 && d.err == nil; n-- {
+		r.open = append(r.open, d.str())
 	}
 	if d.err != nil {
-		a.p.fail(fmt.Errorf("rule %s: seen events of %q: %w", a.rule.Name, key, d.err))
+		a.p.fail(fmt.Errorf("rule %s: state of %q: %w", a.rule.Name, key, d.err))
 	}
-	return out, true
+	return r, true
 }
 
-func (a *absence) putSeen(key string, list []seenEvent, absent bool) {
-	if len(list) == 0 {
-		a.p.del(a.key("S", key))
+// putRecord writes the join key's record, or deletes it when empty. absent
+// says it exists in no layer (see Partition.put).
+func (a *absence) putRecord(key string, r *keyRecord, absent bool) {
+	if r.empty() {
+		a.p.del(a.key("k", key))
 		return
 	}
-	var e enc
-	for _, s := range list {
+	e := enc{}.i64(int64(len(r.seen)))
+	for _, s := range r.seen {
 		e = e.time(s.time).i64(int64(len(s.triggers)))
 		for _, id := range s.triggers {
 			e = e.str(id)
 		}
 	}
-	a.p.put(a.key("S", key), e, absent)
-}
-
-func (a *absence) openIDs(key string) []string {
-	b, ok := a.p.get(a.key("o", key))
-	if !ok {
-		return nil
+	e = e.i64(int64(len(r.pending)))
+	for i := range r.pending {
+		e = e.trigger(&r.pending[i].trigger).time(r.pending[i].Deadline)
 	}
-	var out []string
-	d := dec{b: b}
-	for d.more() {
-		out = append(out, d.str())
-	}
-	return out
-}
-
-func (a *absence) putOpenIDs(key string, ids []string) {
-	if len(ids) == 0 {
-		a.p.del(a.key("o", key))
-		return
-	}
-	var e enc
-	for _, id := range ids {
+	e = e.i64(int64(len(r.open)))
+	for _, id := range r.open {
 		e = e.str(id)
 	}
-	a.p.put(a.key("o", key), e, false)
+	a.p.put(a.key("k", key), e, absent)
+}
+
+func (a *absence) deadlineKey(pd *pending) string {
+	return a.key("d", string(statekey.TimeBytes(pd.Deadline))+pd.Key+"\x00"+pd.EventID)
 }
 
 // satisfies reports whether an expect event at t fulfils a trigger at trig.
@@ -175,22 +150,21 @@ func (a *absence) satisfies(t, trig time.Time) bool {
 }
 
 func (a *absence) onWhen(m *match) {
-	seen, _ := a.seen(m.key)
-	for _, s := range seen {
+	r, existed := a.record(m.key)
+	for _, s := range r.seen {
 		if slices.Contains(s.triggers, m.eventID) {
 			return // redelivery of a trigger already met
 		}
 	}
-	for i := range seen {
-		if a.satisfies(seen[i].time, m.time) {
-			seen[i].triggers = append(seen[i].triggers, m.eventID)
+	for i := range r.seen {
+		if a.satisfies(r.seen[i].time, m.time) {
+			r.seen[i].triggers = append(r.seen[i].triggers, m.eventID)
 			a.judged()
-			a.putSeen(m.key, seen, false)
+			a.putRecord(m.key, &r, false)
 			return
 		}
 	}
-	list, existed := a.pendings(m.key)
-	for _, pd := range list {
+	for _, pd := range r.pending {
 		if pd.EventID == m.eventID {
 			return // redelivery of a trigger already waiting
 		}
@@ -199,44 +173,40 @@ func (a *absence) onWhen(m *match) {
 		return // redelivery of a trigger already judged
 	}
 	pd := pending{trigger: m.trigger(), Deadline: m.time.Add(a.spec.Within)}
-	a.putPendings(m.key, append(list, pd), !existed)
+	r.pending = append(r.pending, pd)
+	a.putRecord(m.key, &r, !existed)
 	a.p.put(a.deadlineKey(&pd), nil, true)
 	a.n.add(1)
 }
 
 func (a *absence) onExpect(key string, t, now time.Time) {
-	seen, existed := a.seen(key)
-	i := slices.IndexFunc(seen, func(s seenEvent) bool { return s.time.Equal(t) })
+	r, existed := a.record(key)
+	i := slices.IndexFunc(r.seen, func(s seenEvent) bool { return s.time.Equal(t) })
 	changed := false
 	if i < 0 { // else a redelivery: remembered already
-		seen = append(seen, seenEvent{time: t})
-		i = len(seen) - 1
+		r.seen = append(r.seen, seenEvent{time: t})
+		i = len(r.seen) - 1
 		changed = true
 		a.p.put(a.key("s", string(statekey.TimeBytes(t))+key), nil, true)
 	}
-	if list, _ := a.pendings(key); len(list) > 0 {
-		keep := list[:0]
-		for _, pd := range list {
+	if len(r.pending) > 0 {
+		keep := r.pending[:0]
+		for _, pd := range r.pending {
 			if a.satisfies(t, pd.EventTime) {
 				a.p.del(a.deadlineKey(&pd))
 				a.n.add(-1)
-				seen[i].triggers = append(seen[i].triggers, pd.EventID)
+				r.seen[i].triggers = append(r.seen[i].triggers, pd.EventID)
 				a.judged()
 				changed = true
 			} else {
 				keep = append(keep, pd)
 			}
 		}
-		if n := len(keep); n != len(list) {
-			a.putPendings(key, keep, false)
-		}
+		r.pending = keep
 	}
-	if changed {
-		a.putSeen(key, seen, !existed)
-	}
-	if ids := a.openIDs(key); len(ids) > 0 {
-		keep := ids[:0]
-		for _, id := range ids {
+	if len(r.open) > 0 {
+		keep := r.open[:0]
+		for _, id := range r.open {
 			v := a.p.getViolation(id)
 			if v != nil && t.Before(v.EventTime.Add(-a.spec.Lookback)) {
 				keep = append(keep, id)
@@ -244,9 +214,13 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 			}
 			a.resolve(id, t, now)
 		}
-		if len(keep) != len(ids) {
-			a.putOpenIDs(key, keep)
+		if len(keep) != len(r.open) {
+			changed = true
 		}
+		r.open = keep
+	}
+	if changed {
+		a.putRecord(key, &r, !existed)
 	}
 }
 
@@ -264,23 +238,24 @@ func (a *absence) advance(now time.Time) {
 			return false
 		}
 		a.p.del(k)
-		list, _ := a.pendings(key)
+		r, _ := a.record(key)
 		var due *pending
-		keep := list[:0]
-		for i := range list {
-			if list[i].EventID == id && due == nil {
-				pd := list[i]
+		keep := r.pending[:0]
+		for i := range r.pending {
+			if r.pending[i].EventID == id && due == nil {
+				pd := r.pending[i]
 				due = &pd
 			} else {
-				keep = append(keep, list[i])
+				keep = append(keep, r.pending[i])
 			}
 		}
 		if due == nil {
 			return true
 		}
-		a.putPendings(key, keep, false)
+		r.pending = keep
 		a.n.add(-1)
-		a.fire(due, now)
+		a.fire(&r, due, now)
+		a.putRecord(key, &r, false)
 		return true
 	})
 	// Forget expect events no trigger can use any more: an on-time trigger
@@ -292,14 +267,17 @@ func (a *absence) advance(now time.Time) {
 		rest := k[len(sp):]
 		t, key := statekey.Time([]byte(rest[:8])), rest[8:]
 		a.p.del(k)
-		seen, _ := a.seen(key)
-		a.putSeen(key, slices.DeleteFunc(seen, func(s seenEvent) bool { return s.time.Equal(t) }), false)
+		r, _ := a.record(key)
+		r.seen = slices.DeleteFunc(r.seen, func(s seenEvent) bool { return s.time.Equal(t) })
+		a.putRecord(key, &r, false)
 		return true
 	})
 	a.pendingGauge.Set(float64(a.n.n))
 }
 
-func (a *absence) fire(pd *pending, now time.Time) {
+// fire records the violation of a due trigger of the key whose record is r
+// (the caller writes r back).
+func (a *absence) fire(r *keyRecord, pd *pending, now time.Time) {
 	v := a.ruleBase.open(pd.trigger, pd.Deadline, now, "")
 	if v == nil {
 		return
@@ -309,8 +287,7 @@ func (a *absence) fire(pd *pending, now time.Time) {
 	// violation happened and is already repaired. It is recorded resolved.
 	var late time.Time
 	found := false
-	seen, _ := a.seen(pd.Key)
-	for _, s := range seen {
+	for _, s := range r.seen {
 		if !s.time.Before(pd.EventTime.Add(-a.spec.Lookback)) && (!found || s.time.Before(late)) {
 			late, found = s.time, true
 		}
@@ -319,5 +296,5 @@ func (a *absence) fire(pd *pending, now time.Time) {
 		a.resolve(v.ID, late, now)
 		return
 	}
-	a.putOpenIDs(pd.Key, append(a.openIDs(pd.Key), v.ID))
+	r.open = append(r.open, v.ID)
 }

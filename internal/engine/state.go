@@ -185,8 +185,9 @@ func (m *MemSnapshot) Scan(start, end string, fn func(key string, value []byte) 
 
 // StateFormat is the version of the key layout (package statekey) and of the
 // value encoding below. A state directory written in another format is
-// refused by joinstate.Open.
-const StateFormat = 2
+// refused by joinstate.Open. Format 3: an absence rule keeps one record per
+// join key (k/<key>) instead of three keys (p/, S/, o/).
+const StateFormat = 3
 
 // errCorrupt is returned for a stored value that does not decode.
 var errCorrupt = errors.New("corrupt state value")

@@ -1,6 +1,7 @@
 package joinstate
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -135,6 +136,26 @@ func TestOpenRefusesAnotherStateFormat(t *testing.T) {
 	var fe *FormatError
 	if !errors.As(err, &fe) || fe.Found != 1 || !strings.Contains(err.Error(), "empty state dir") {
 		t.Fatalf("open of a format-1 dir: %v", err)
+	}
+	// A directory of format 2 (an absence rule's state in three keys per
+	// join key) is refused too: this build reads one record per key.
+	dir = t.TempDir()
+	if db, err = badger.Open(badger.DefaultOptions(dir).WithLogger(nil)); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(formatKey, binary.BigEndian.AppendUint64(nil, 2)); err != nil {
+			return err
+		}
+		return txn.Set(append([]byte("r/\x00\x00\x00\x01"), "rule/S/p1"...), []byte{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(dir, Options{}, nil)
+	if !errors.As(err, &fe) || fe.Found != 2 || fe.Supported != engine.StateFormat || !strings.Contains(err.Error(), "empty state dir") {
+		t.Fatalf("open of a format-2 dir: %v", err)
 	}
 	// A new directory is stamped and opens again.
 	dir = t.TempDir()
