@@ -215,6 +215,11 @@ func benchState(events, partitions int, cacheSize int64, live bench.LiveOptions)
 		fmt.Printf("absences injected / found:   %d / %d (%d missing, %d unexpected)\n", l.Injected, len(l.Delays), len(l.Missing), len(l.Unexpected))
 		fmt.Printf("detection delay past deadline + lateness: p50 %.3f s, p99 %.3f s, max %.3f s (%d violations)\n",
 			l.Quantile(0.5).Seconds(), l.Quantile(0.99).Seconds(), l.Quantile(1).Seconds(), len(l.Delays))
+		q := func(d []time.Duration) string {
+			return fmt.Sprintf("p50 %.3f s, p99 %.3f s", bench.Quantile(d, 0.5).Seconds(), bench.Quantile(d, 0.99).Seconds())
+		}
+		fmt.Printf("cycles after the warm-up:    %d, take → durable %s; of it advance %s, synced commit %s\n",
+			len(l.Cycles), q(l.Cycles), q(l.Advances), q(l.Syncs))
 		if !l.Exact() {
 			return fmt.Errorf("the live phase's violations are not exactly the injected ones: missing %s, unexpected %s",
 				firstFew(l.Missing), firstFew(l.Unexpected))

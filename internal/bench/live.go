@@ -105,6 +105,10 @@ type LiveResult struct {
 	MaxLag time.Duration
 	// Batches is how many batches were committed after the warm-up.
 	Batches int
+	// Cycles are, sorted, the durations of those batches from taking their
+	// records to being durable; Advances and Syncs the parts of them spent
+	// advancing the partitions and committing the state.
+	Cycles, Advances, Syncs []time.Duration
 	// PeakRSSBefore is the process's peak RSS in bytes when the phase began:
 	// the fill's and the restart's, apart from the live phase's.
 	PeakRSSBefore int64
@@ -126,12 +130,16 @@ func (r *LiveResult) Exact() bool {
 
 // Quantile returns the q-quantile (0..1) of the delays, nearest rank; 0
 // when none was measured.
-func (r *LiveResult) Quantile(q float64) time.Duration {
-	if len(r.Delays) == 0 {
+func (r *LiveResult) Quantile(q float64) time.Duration { return Quantile(r.Delays, q) }
+
+// Quantile returns the q-quantile (0..1) of sorted durations, nearest rank;
+// 0 when there are none.
+func Quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(q*float64(len(r.Delays))+0.999999) - 1
-	return r.Delays[min(max(i, 0), len(r.Delays)-1)]
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 // liveLoad is the live producer: pair j (a captured payment and, unless it
@@ -220,6 +228,7 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 			res.Events++
 		}
 		var pds []joinstate.PartitionDelta
+		advancing := time.Now()
 		caughtUp := load.due(now) <= next
 		for i, p := range parts {
 			p.SetCaughtUp("payments", caughtUp)
@@ -231,10 +240,16 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 			pds = append(pds, joinstate.PartitionDelta{Partition: int32(i), Delta: p.TakeDelta(),
 				Offsets: map[string]int64{"payments": offsets[i], "ledger": offsets[i]}})
 		}
+		syncing := time.Now()
 		if err := store.Commit(pds...); err != nil {
 			return nil, fmt.Errorf("live phase: %w", err)
 		}
 		recorded := time.Now()
+		if !injectFrom.IsZero() {
+			res.Cycles = append(res.Cycles, recorded.Sub(now))
+			res.Advances = append(res.Advances, syncing.Sub(advancing))
+			res.Syncs = append(res.Syncs, recorded.Sub(syncing))
+		}
 		for _, pd := range pds {
 			for _, v := range pd.Delta.Changed {
 				if seen[v.ID] {
@@ -263,6 +278,9 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 	}
 	slices.Sort(res.Missing)
 	slices.Sort(res.Delays)
+	slices.Sort(res.Cycles)
+	slices.Sort(res.Advances)
+	slices.Sort(res.Syncs)
 	return res, nil
 }
 
