@@ -54,6 +54,9 @@ const MaxWarmup = time.Minute
 // (default 50,000) bounds one poll.
 const livePollRecords = 50_000
 
+// slowCycle is how long a live cycle must take to be reported as it happens.
+const slowCycle = 500 * time.Millisecond
+
 // liveCaughtUp is how far behind the wall clock the oldest record of a
 // batch may be for the engine to count as caught up with the live stream.
 const liveCaughtUp = 250 * time.Millisecond
@@ -204,6 +207,7 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 			res.MaxLag = max(res.MaxLag, lag)
 			res.Batches++
 		}
+		first := next
 		for ; next < due; next++ {
 			at := load.at(next)
 			p := next % len(parts)
@@ -245,6 +249,11 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 			return nil, fmt.Errorf("live phase: %w", err)
 		}
 		recorded := time.Now()
+		if progress != nil && recorded.Sub(now) >= slowCycle {
+			fmt.Fprintf(progress, "bench --state: live %.0f s: a slow cycle of %.3f s: %d records applied in %.3f s, advance %.3f s, synced commit %.3f s\n",
+				recorded.Sub(load.start).Seconds(), recorded.Sub(now).Seconds(), 2*(due-first), advancing.Sub(now).Seconds(),
+				syncing.Sub(advancing).Seconds(), recorded.Sub(syncing).Seconds())
+		}
 		if !injectFrom.IsZero() {
 			res.Cycles = append(res.Cycles, recorded.Sub(now))
 			res.Advances = append(res.Advances, syncing.Sub(advancing))
