@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/invmon/invmon/internal/engine"
@@ -61,7 +63,8 @@ type StateResult struct {
 // events (a captured payment and its ledger entry, each entry's
 // idempotency key distinct) over `partitions` partitions, committed in
 // batches of `batch` events per partition with the applied offsets, as the
-// consumer does. Event time advances 2 ms per payment, so up to 43 million
+// consumer does: each batch's partitions evaluated in parallel, and the
+// batch made durable while the next is evaluated. Event time advances 2 ms per payment, so up to 43 million
 // entries stay inside the unique rule's 24-hour window: every entry is live.
 // The fill's event time ends at the wall clock of its start, so the live
 // phase (see live.go) goes on at wall time with every entry still in its
@@ -85,68 +88,79 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	}
 	gcBefore := gcSeconds()
 	start := time.Now()
-	var buf []byte
 	offsets := make([]int64, partitions)
-	commit := func(now time.Time) error {
-		var pds []joinstate.PartitionDelta
-		for i, p := range parts {
-			p.Advance(now)
-			if err := p.Err(); err != nil {
-				return err
+	pairs := (n + 1) / 2
+	perBatch := max(batch*partitions/2, 1)
+	// As the consumer does: each batch's partitions are evaluated in
+	// parallel, one goroutine each, and the batch is made durable by one
+	// committer goroutine, in order, while the next batch is evaluated.
+	commits := make(chan []joinstate.PartitionDelta, 1)
+	committed := make(chan error, 1)
+	go func() {
+		var err error
+		for pds := range commits {
+			if err == nil {
+				err = store.Commit(pds...)
 			}
-			pds = append(pds, joinstate.PartitionDelta{Partition: int32(i), Delta: p.TakeDelta(),
-				Offsets: map[string]int64{"payments": offsets[i], "ledger": offsets[i]}})
 		}
-		return store.Commit(pds...)
-	}
-	events := 0
+		committed <- err
+	}()
+	errs := make([]error, partitions)
+	deltas := make([]*engine.Delta, partitions)
+	var commitErr error
 	// The last tenth of the fill is timed apart: the rate with the state
 	// nearly full, which the live phase is paced by.
 	tailFrom, tailStart := 0, time.Time{}
-	for i := 0; events < n; i++ {
-		p := i % partitions
-		at := t0.Add(time.Duration(i) * 2 * time.Millisecond)
-		ts := at.Format(time.RFC3339Nano)
-		id := strconv.Itoa(i)
-		buf = append(buf[:0], `{"event_id":"pe-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","payment_id":"pay-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","account_id":"acct-1","status":"captured","amount_cents":2500,"occurred_at":"`...)
-		buf = append(buf, ts...)
-		buf = append(buf, `"}`...)
-		offsets[p]++
-		if err := parts[p].Apply(&engine.Record{Topic: "payments", Partition: int32(p), Offset: offsets[p], Value: buf}, at); err != nil {
+	for lo := 0; lo < pairs && commitErr == nil; lo += perBatch {
+		hi := min(lo+perBatch, pairs)
+		now := t0.Add(time.Duration(hi-1) * 2 * time.Millisecond)
+		final := hi == pairs
+		if final {
+			now = t0.Add(time.Duration(n) * time.Millisecond)
+		}
+		var wg sync.WaitGroup
+		for p := range parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[p] = statePairs(parts[p], int32(p), partitions, lo, hi, t0, &offsets[p])
+				if errs[p] == nil {
+					parts[p].Advance(now)
+					errs[p] = parts[p].Err()
+				}
+				deltas[p] = parts[p].TakeDelta()
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			close(commits)
+			<-committed
 			return nil, err
 		}
-		buf = append(buf[:0], `{"entry_id":"le-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","idempotency_key":"ik-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","payment_id":"pay-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","account_id":"acct-1","amount_cents":2500,"direction":"credit","occurred_at":"`...)
-		buf = append(buf, ts...)
-		buf = append(buf, `"}`...)
-		if err := parts[p].Apply(&engine.Record{Topic: "ledger", Partition: int32(p), Offset: offsets[p], Value: buf}, at); err != nil {
-			return nil, err
+		pds := make([]joinstate.PartitionDelta, partitions)
+		for p := range parts {
+			pds[p] = joinstate.PartitionDelta{Partition: int32(p), Delta: deltas[p],
+				Offsets: map[string]int64{"payments": offsets[p], "ledger": offsets[p]}}
 		}
-		events += 2
-		if tailFrom == 0 && events >= n-n/10 {
-			tailFrom, tailStart = events, time.Now()
+		select {
+		case commitErr = <-committed:
+		case commits <- pds:
 		}
-		if (i+1)%(batch*partitions/2) == 0 {
-			if err := commit(at); err != nil {
-				return nil, err
-			}
+		if tailFrom == 0 && 2*hi >= n-n/10 {
+			tailFrom, tailStart = 2*hi, time.Now()
 		}
-		if progress != nil && events%1_000_000 == 0 {
-			fmt.Fprintf(progress, "bench --state: %d events, %.0f events/s\n", events, float64(events)/time.Since(start).Seconds())
+		if progress != nil && hi/500_000 != lo/500_000 {
+			fmt.Fprintf(progress, "bench --state: %d events, %.0f events/s\n", 2*hi, float64(2*hi)/time.Since(start).Seconds())
 		}
 	}
-	if err := commit(t0.Add(time.Duration(n) * time.Millisecond)); err != nil {
+	close(commits)
+	if err := <-committed; err != nil {
 		return nil, err
 	}
+	if commitErr != nil {
+		return nil, commitErr
+	}
+	events := 2 * pairs
 	res := &StateResult{Events: events, Elapsed: time.Since(start)}
 	res.TailRate = float64(events-tailFrom) / time.Since(tailStart).Seconds()
 	res.GCShare = (gcSeconds() - gcBefore) / (res.Elapsed.Seconds() * float64(runtime.GOMAXPROCS(0)))
@@ -195,6 +209,43 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 		}
 	}
 	return res, nil
+}
+
+// statePairs applies to partition p (of partitions) its share of the pairs
+// [lo, hi): pair i, on partition i mod partitions, is a captured payment and
+// its ledger entry at t0 + 2 ms × i.
+func statePairs(part *engine.Partition, p int32, partitions, lo, hi int, t0 time.Time, offset *int64) error {
+	var buf []byte
+	first := lo + (int(p)-lo%partitions+partitions)%partitions
+	for i := first; i < hi; i += partitions {
+		at := t0.Add(time.Duration(i) * 2 * time.Millisecond)
+		ts := at.Format(time.RFC3339Nano)
+		id := strconv.Itoa(i)
+		buf = append(buf[:0], `{"event_id":"pe-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","payment_id":"pay-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","account_id":"acct-1","status":"captured","amount_cents":2500,"occurred_at":"`...)
+		buf = append(buf, ts...)
+		buf = append(buf, `"}`...)
+		*offset++
+		if err := part.Apply(&engine.Record{Topic: "payments", Partition: p, Offset: *offset, Value: buf}, at); err != nil {
+			return err
+		}
+		buf = append(buf[:0], `{"entry_id":"le-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","idempotency_key":"ik-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","payment_id":"pay-`...)
+		buf = append(buf, id...)
+		buf = append(buf, `","account_id":"acct-1","amount_cents":2500,"direction":"credit","occurred_at":"`...)
+		buf = append(buf, ts...)
+		buf = append(buf, `"}`...)
+		if err := part.Apply(&engine.Record{Topic: "ledger", Partition: p, Offset: *offset, Value: buf}, at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func gcSeconds() float64 {
