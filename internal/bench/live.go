@@ -4,10 +4,12 @@ package bench
 // the state the fill left.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -109,8 +111,9 @@ type LiveResult struct {
 	// Batches is how many batches were committed after the warm-up.
 	Batches int
 	// Cycles are, sorted, the durations of those batches from taking their
-	// records to being durable; Advances and Syncs the parts of them spent
-	// advancing the partitions and committing the state.
+	// records to being durable; Advances the longest partition's advance in
+	// each, Syncs each synced commit (the committer's, while the next batch
+	// is evaluated).
 	Cycles, Advances, Syncs []time.Duration
 	// PeakRSSBefore is the process's peak RSS in bytes when the phase began:
 	// the fill's and the restart's, apart from the live phase's.
@@ -163,9 +166,11 @@ func (l liveLoad) due(now time.Time) int {
 }
 
 // runLive is the live phase over the restarted partitions. It drives them
-// as the fill does and the consumer does: take what has been produced
-// (at most a poll's worth), apply it, advance every partition with the wall
-// clock as now, commit the deltas with the applied offsets, synced.
+// as the fill does and the consumer does: take what has been produced (at
+// most a poll's worth), apply each partition's records and advance it with
+// the wall clock as now, the partitions in parallel, and hand the deltas
+// with the applied offsets to one committer goroutine, which makes them
+// durable, synced, in order, while the next batch is evaluated.
 func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64, fillRate float64, o LiveOptions, progress io.Writer) (*LiveResult, error) {
 	res := &LiveResult{Rate: fillRate * o.Load}
 	var ru syscall.Rusage
@@ -180,18 +185,34 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 		fmt.Fprintf(progress, "bench --state: live load at %.0f events/s (%.0f%% of the rate of the fill's last tenth), %s of injected absences ...\n",
 			res.Rate, 100*o.Load, o.Duration)
 	}
-	// The violation deadline + lateness of a trigger produced at t.
-	dueAfter := o.Within + o.Lateness
+	rec := &liveRecorder{res: res, injected: map[string]time.Time{}, seen: map[string]bool{},
+		dueAfter: o.Within + o.Lateness, start: load.start, progress: progress}
+	commits := make(chan *liveBatch, 1)
+	committed := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range commits {
+			if err == nil {
+				syncing := time.Now()
+				if err = store.Commit(b.pds...); err == nil {
+					rec.durable(b, syncing, time.Now())
+				}
+			}
+		}
+		committed <- err
+	}()
 	var (
 		injectFrom, injectUntil time.Time // zero until the warm-up is over
 		lastDue                 time.Time // of the last injected trigger
-		injected                = map[string]time.Time{}
-		seen                    = map[string]bool{}
-		buf                     []byte
 		next                    int
+		commitErr               error
 		lastReport              = load.start
+		errs                    = make([]error, len(parts))
+		missing                 = make([][]int, len(parts))
+		events                  = make([]int, len(parts))
+		advances                = make([]time.Duration, len(parts))
 	)
-	for {
+	for commitErr == nil {
 		now := time.Now()
 		due := min(load.due(now), next+livePollRecords/2)
 		if due <= next {
@@ -203,86 +224,91 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 			injectFrom, injectUntil = now, now.Add(o.Duration)
 			res.Warmup = now.Sub(load.start)
 		}
-		if !injectFrom.IsZero() {
+		first := next
+		next = due
+		caughtUp := load.due(now) <= next
+		injecting := func(j int) bool {
+			at := load.at(j)
+			return !injectFrom.IsZero() && !at.Before(injectFrom) && at.Before(injectUntil) && j%o.MissingEvery == 0
+		}
+		var wg sync.WaitGroup
+		for p := range parts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				events[p], missing[p], errs[p] = livePairs(parts[p], int32(p), len(parts), first, due, load, now, &offsets[p], injecting, missing[p][:0])
+				if errs[p] != nil {
+					return
+				}
+				parts[p].SetCaughtUp("payments", caughtUp)
+				parts[p].SetCaughtUp("ledger", caughtUp)
+				advancing := time.Now()
+				parts[p].Advance(now)
+				advances[p] = time.Since(advancing)
+				errs[p] = parts[p].Err()
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			close(commits)
+			<-committed
+			return nil, fmt.Errorf("live phase: %w", err)
+		}
+		b := &liveBatch{taken: now, evaluated: time.Now(), measured: !injectFrom.IsZero()}
+		for p := range parts {
+			b.pds = append(b.pds, joinstate.PartitionDelta{Partition: int32(p), Delta: parts[p].TakeDelta(),
+				Offsets: map[string]int64{"payments": offsets[p], "ledger": offsets[p]}})
+			b.records += events[p]
+			b.advance = max(b.advance, advances[p])
+		}
+		// Known as injected before the batch reaches the committer, which
+		// is the only one to find their violations.
+		rec.mu.Lock()
+		for p := range parts {
+			for _, j := range missing[p] {
+				at := load.at(j)
+				rec.injected["pay-L"+strconv.Itoa(j)] = at
+				res.Injected++
+				if d := at.Add(rec.dueAfter); d.After(lastDue) {
+					lastDue = d
+				}
+			}
+		}
+		res.Events += b.records
+		if b.measured {
 			res.MaxLag = max(res.MaxLag, lag)
 			res.Batches++
 		}
-		first := next
-		for ; next < due; next++ {
-			at := load.at(next)
-			p := next % len(parts)
-			id := "L" + strconv.Itoa(next)
-			missing := !injectFrom.IsZero() && !at.Before(injectFrom) && at.Before(injectUntil) && next%o.MissingEvery == 0
-			offsets[p]++
-			buf = appendPayment(buf[:0], id, at)
-			if err := parts[p].Apply(&engine.Record{Topic: "payments", Partition: int32(p), Offset: offsets[p], Value: buf}, now); err != nil {
-				return nil, err
-			}
-			res.Events++
-			if missing {
-				res.Injected++
-				injected["pay-"+id] = at
-				lastDue = at.Add(dueAfter)
-				continue
-			}
-			buf = appendLedgerEntry(buf[:0], id, at)
-			if err := parts[p].Apply(&engine.Record{Topic: "ledger", Partition: int32(p), Offset: offsets[p], Value: buf}, now); err != nil {
-				return nil, err
-			}
-			res.Events++
+		pending := len(rec.injected)
+		rec.mu.Unlock()
+		select {
+		case commitErr = <-committed:
+		case commits <- b:
 		}
-		var pds []joinstate.PartitionDelta
-		advancing := time.Now()
-		caughtUp := load.due(now) <= next
-		for i, p := range parts {
-			p.SetCaughtUp("payments", caughtUp)
-			p.SetCaughtUp("ledger", caughtUp)
-			p.Advance(now)
-			if err := p.Err(); err != nil {
-				return nil, fmt.Errorf("live phase, partition %d: %w", i, err)
-			}
-			pds = append(pds, joinstate.PartitionDelta{Partition: int32(i), Delta: p.TakeDelta(),
-				Offsets: map[string]int64{"payments": offsets[i], "ledger": offsets[i]}})
-		}
-		syncing := time.Now()
-		if err := store.Commit(pds...); err != nil {
-			return nil, fmt.Errorf("live phase: %w", err)
-		}
-		recorded := time.Now()
-		if progress != nil && recorded.Sub(now) >= slowCycle {
-			fmt.Fprintf(progress, "bench --state: live %.0f s: a slow cycle of %.3f s: %d records applied in %.3f s, advance %.3f s, synced commit %.3f s\n",
-				recorded.Sub(load.start).Seconds(), recorded.Sub(now).Seconds(), 2*(due-first), advancing.Sub(now).Seconds(),
-				syncing.Sub(advancing).Seconds(), recorded.Sub(syncing).Seconds())
-		}
-		if !injectFrom.IsZero() {
-			res.Cycles = append(res.Cycles, recorded.Sub(now))
-			res.Advances = append(res.Advances, syncing.Sub(advancing))
-			res.Syncs = append(res.Syncs, recorded.Sub(syncing))
-		}
-		for _, pd := range pds {
-			for _, v := range pd.Delta.Changed {
-				if seen[v.ID] {
-					continue
-				}
-				seen[v.ID] = true
-				res.record(v, injected, dueAfter, recorded)
-			}
-		}
-		if progress != nil && recorded.Sub(lastReport) >= 5*time.Second {
-			lastReport = recorded
+		if progress != nil && now.Sub(lastReport) >= 5*time.Second {
+			lastReport = now
+			rec.mu.Lock()
 			fmt.Fprintf(progress, "bench --state: live %.0f s, %d events, %d of %d injected absences recorded, lag %.3f s\n",
-				recorded.Sub(load.start).Seconds(), res.Events, len(res.Delays), res.Injected, lag.Seconds())
+				now.Sub(load.start).Seconds(), res.Events, len(res.Delays), res.Injected, lag.Seconds())
+			rec.mu.Unlock()
 		}
 		if !injectFrom.IsZero() && now.After(injectUntil) && !now.Before(lastDue) {
 			// Every injected deadline + lateness has passed: go on a second
 			// for stragglers, at most ten while any is still missing.
-			if (len(injected) == 0 && now.Sub(lastDue) >= time.Second) || now.Sub(lastDue) >= 10*time.Second {
+			if (pending == 0 && now.Sub(lastDue) >= time.Second) || now.Sub(lastDue) >= 10*time.Second {
 				break
 			}
 		}
 	}
+	close(commits)
+	if err := <-committed; err != nil {
+		return nil, fmt.Errorf("live phase: %w", err)
+	}
+	if commitErr != nil {
+		return nil, fmt.Errorf("live phase: %w", commitErr)
+	}
 	res.Elapsed = time.Since(load.start)
-	for key := range injected {
+	for key := range rec.injected {
 		res.Missing = append(res.Missing, key)
 	}
 	slices.Sort(res.Missing)
@@ -291,6 +317,85 @@ func runLive(store *joinstate.Store, parts []*engine.Partition, offsets []int64,
 	slices.Sort(res.Advances)
 	slices.Sort(res.Syncs)
 	return res, nil
+}
+
+// livePairs applies to partition p (of partitions) its share of the live
+// pairs [lo, hi), pair j on partition j mod partitions, and returns how
+// many records it applied and, appended to missing, the pairs it injected
+// as absences (no ledger entry).
+func livePairs(part *engine.Partition, p int32, partitions, lo, hi int, load liveLoad, now time.Time, offset *int64,
+	injecting func(int) bool, missing []int) (int, []int, error) {
+	var buf []byte
+	records := 0
+	for j := lo + (int(p)-lo%partitions+partitions)%partitions; j < hi; j += partitions {
+		at := load.at(j)
+		id := "L" + strconv.Itoa(j)
+		*offset++
+		buf = appendPayment(buf[:0], id, at)
+		if err := part.Apply(&engine.Record{Topic: "payments", Partition: p, Offset: *offset, Value: buf}, now); err != nil {
+			return records, missing, err
+		}
+		records++
+		if injecting(j) {
+			missing = append(missing, j)
+			continue
+		}
+		buf = appendLedgerEntry(buf[:0], id, at)
+		if err := part.Apply(&engine.Record{Topic: "ledger", Partition: p, Offset: *offset, Value: buf}, now); err != nil {
+			return records, missing, err
+		}
+		records++
+	}
+	return records, missing, nil
+}
+
+// liveBatch is one live cycle's deltas on their way to the committer.
+type liveBatch struct {
+	pds []joinstate.PartitionDelta
+	// taken is when its records were taken, evaluated when every partition
+	// was applied and advanced; advance the longest partition's advance.
+	taken, evaluated time.Time
+	advance          time.Duration
+	records          int
+	// measured is false for the warm-up's batches.
+	measured bool
+}
+
+// liveRecorder is what the committer records of each durable batch: the
+// violations it holds, and the batch's timings.
+type liveRecorder struct {
+	mu       sync.Mutex
+	res      *LiveResult
+	injected map[string]time.Time // not yet recorded, by payment id
+	seen     map[string]bool      // violation ids recorded
+	dueAfter time.Duration
+	start    time.Time
+	progress io.Writer
+}
+
+func (r *liveRecorder) durable(b *liveBatch, syncing, recorded time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, pd := range b.pds {
+		for _, v := range pd.Delta.Changed {
+			if r.seen[v.ID] {
+				continue
+			}
+			r.seen[v.ID] = true
+			r.res.record(v, r.injected, r.dueAfter, recorded)
+		}
+	}
+	cycle := recorded.Sub(b.taken)
+	if r.progress != nil && cycle >= slowCycle {
+		fmt.Fprintf(r.progress, "bench --state: live %.0f s: a slow cycle of %.3f s: %d records applied and advanced in %.3f s (the longest advance %.3f s), waited %.3f s for the commit before, synced commit %.3f s\n",
+			recorded.Sub(r.start).Seconds(), cycle.Seconds(), b.records, b.evaluated.Sub(b.taken).Seconds(), b.advance.Seconds(),
+			syncing.Sub(b.evaluated).Seconds(), recorded.Sub(syncing).Seconds())
+	}
+	if b.measured {
+		r.res.Cycles = append(r.res.Cycles, cycle)
+		r.res.Advances = append(r.res.Advances, b.advance)
+		r.res.Syncs = append(r.res.Syncs, recorded.Sub(syncing))
+	}
 }
 
 // record counts a violation recorded in the live phase: the delay of an
