@@ -284,7 +284,12 @@ func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bo
 	} else {
 		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
 	}
-	prefix := statekey.Stored(sn.partition, start[:statekey.TypeLen])
+	// Every key in [lo, hi) starts with their common prefix. Bounding the
+	// iterator by it keeps Badger from walking on past hi: its Seek and Next
+	// skip deleted keys until they find a live one, and a time-ordered
+	// index (deadlines, expiries) holds a long run of deleted keys beyond
+	// the watermark, which every due scan would otherwise walk through.
+	prefix := commonPrefix(lo, hi)
 	err := func() error {
 		it := sn.view().NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
@@ -312,6 +317,15 @@ func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bo
 		return fmt.Errorf("scan state of partition %d: %w", sn.partition, err)
 	}
 	return nil
+}
+
+// commonPrefix returns the longest prefix a and b share.
+func commonPrefix(a, b []byte) []byte {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return a[:n:n]
 }
 
 // PartitionDelta is one partition's changes and the input offsets they
