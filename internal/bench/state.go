@@ -219,28 +219,13 @@ func statePairs(part *engine.Partition, p int32, partitions, lo, hi int, t0 time
 	first := lo + (int(p)-lo%partitions+partitions)%partitions
 	for i := first; i < hi; i += partitions {
 		at := t0.Add(time.Duration(i) * 2 * time.Millisecond)
-		ts := at.Format(time.RFC3339Nano)
 		id := strconv.Itoa(i)
-		buf = append(buf[:0], `{"event_id":"pe-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","payment_id":"pay-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","account_id":"acct-1","status":"captured","amount_cents":2500,"occurred_at":"`...)
-		buf = append(buf, ts...)
-		buf = append(buf, `"}`...)
+		buf = appendPayment(buf[:0], id, at)
 		*offset++
 		if err := part.Apply(&engine.Record{Topic: "payments", Partition: p, Offset: *offset, Value: buf}, at); err != nil {
 			return err
 		}
-		buf = append(buf[:0], `{"entry_id":"le-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","idempotency_key":"ik-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","payment_id":"pay-`...)
-		buf = append(buf, id...)
-		buf = append(buf, `","account_id":"acct-1","amount_cents":2500,"direction":"credit","occurred_at":"`...)
-		buf = append(buf, ts...)
-		buf = append(buf, `"}`...)
+		buf = appendLedgerEntry(buf[:0], id, at)
 		if err := part.Apply(&engine.Record{Topic: "ledger", Partition: p, Offset: *offset, Value: buf}, at); err != nil {
 			return err
 		}
