@@ -3,19 +3,16 @@ package monitor_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap"
 
-	"github.com/invmon/invmon/internal/alert"
 	"github.com/invmon/invmon/internal/config"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/sim"
@@ -65,18 +62,10 @@ func TestAlertsReadOpenViolationsFromStateWithoutChangelog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	var posted [][]alert.Alert
-	am := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var as []alert.Alert
-		if err := json.NewDecoder(r.Body).Decode(&as); err != nil {
-			t.Errorf("decode alerts: %v", err)
-		}
-		mu.Lock()
-		posted = append(posted, as)
-		mu.Unlock()
-	}))
-	defer am.Close()
+	// The real Alertmanager: the monitor posts to it, and its webhook shows
+	// what it received, exactly as an operator's receiver would see it.
+	hook := kafkatest.NewWebhookReceiver(t)
+	am := kafkatest.StartAlertmanager(t, hook.URL())
 	rs, err := rules.LoadFiles("../../rules/*.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +75,7 @@ func TestAlertsReadOpenViolationsFromStateWithoutChangelog(t *testing.T) {
 	cfg.Kafka.Changelog = false
 	cfg.StateDir = dir
 	cfg.HTTP.Listen = ""
-	cfg.Alertmanager.URLs = []string{am.URL}
+	cfg.Alertmanager.URLs = []string{am.URL()}
 	m, err := monitor.New(context.Background(), monitor.Options{Config: cfg, Rules: rs, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -95,20 +84,10 @@ func TestAlertsReadOpenViolationsFromStateWithoutChangelog(t *testing.T) {
 	if err := m.FlushAlerts(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	var got []alert.Alert
-	for _, as := range posted {
-		for _, a := range as {
-			if a.Labels["alertname"] == rule {
-				got = append(got, a)
-			}
-		}
-	}
-	if len(got) != 1 {
-		t.Fatalf("want one alert of %s, got %d: %+v", rule, len(got), posted)
-	}
-	ann := got[0].Annotations
+	got := hook.WaitFor(t, 30*time.Second, func(a kafkatest.WebhookAlert) bool {
+		return a.Status == "firing" && a.Labels["alertname"] == rule
+	})
+	ann := got.Annotations
 	if ann["open_violations"] != "2" || ann["customers"] != "2" || ann["total_impact"] != "125.50" {
 		t.Fatalf("open_violations %q customers %q total_impact %q, want 2, 2, 125.50", ann["open_violations"], ann["customers"], ann["total_impact"])
 	}
