@@ -55,9 +55,16 @@ type StateResult struct {
 	// partition being ready (its engine made); FirstRecord the time from
 	// then to the first record evaluated and durable.
 	Restart, FirstRecord time.Duration
+	// FillMem are the memory peaks of the fill, sampled every
+	// MemSampleEvery; Mem those of the whole run (restart and live phase
+	// included).
+	FillMem, Mem MemPeaks
 	// Live is the live phase's result; nil when it was skipped.
 	Live *LiveResult
 }
+
+// MemSampleEvery is how often the state benchmark reads the process's memory.
+const MemSampleEvery = 250 * time.Millisecond
 
 // State drives the engine over Badger in this process, without Kafka: n
 // events (a captured payment and its ledger entry, each entry's
@@ -75,6 +82,8 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	if err != nil {
 		return nil, err
 	}
+	mem := StartMemSampler(MemSampleEvery)
+	defer mem.Stop()
 	store, err := joinstate.Open(dir, joinstate.Options{CacheSize: cacheSize}, nil)
 	if err != nil {
 		return nil, err
@@ -170,6 +179,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	for _, p := range parts {
 		res.LiveEntries += p.Live()
 	}
+	res.FillMem = mem.Peaks()
 	if err := store.Close(); err != nil {
 		return nil, err
 	}
@@ -208,6 +218,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 			return nil, err
 		}
 	}
+	res.Mem = mem.Peaks()
 	return res, nil
 }
 

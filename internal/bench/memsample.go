@@ -1,0 +1,168 @@
+package bench
+
+// What the process's resident memory is made of while a benchmark runs:
+// getrusage's peak RSS is one number, and the state's memory has two parts
+// that grow differently, the Go heap (Badger's caches and memtable arenas,
+// the engine) and the pages of Badger's memory-mapped files.
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// MemSample is one reading of the process's memory, in bytes.
+type MemSample struct {
+	// RSS is VmRSS: resident pages, RssAnon + RssFile + RssShmem.
+	RSS uint64
+	// Anon is RssAnon: resident anonymous pages (the Go heap, goroutine
+	// stacks, the runtime's own memory).
+	Anon uint64
+	// File is RssFile: resident pages of memory-mapped files (Badger's
+	// tables, memtable logs and value log).
+	File uint64
+	// HWM is VmHWM: the kernel's peak of RSS since the process began.
+	HWM uint64
+	// GoHeap is the Go heap's objects, live and not yet swept
+	// (/memory/classes/heap/objects:bytes); GoMapped is all the memory the
+	// Go runtime has mapped and not returned to the kernel.
+	GoHeap, GoMapped uint64
+}
+
+// MemPeaks are the largest of each figure over a run's samples. Each is
+// its own maximum: the peak RSS and the peak file-backed pages need not
+// come from the same sample.
+type MemPeaks struct {
+	MemSample
+	// Samples is how many readings were taken.
+	Samples int
+}
+
+// add raises the peaks to s where s is larger.
+func (p *MemPeaks) add(s MemSample) {
+	p.RSS = max(p.RSS, s.RSS)
+	p.Anon = max(p.Anon, s.Anon)
+	p.File = max(p.File, s.File)
+	p.HWM = max(p.HWM, s.HWM)
+	p.GoHeap = max(p.GoHeap, s.GoHeap)
+	p.GoMapped = max(p.GoMapped, s.GoMapped)
+	p.Samples++
+}
+
+// ReadMem reads the process's memory now: /proc/self/status (Linux; the
+// kernel figures stay 0 elsewhere) and the Go runtime's metrics, which,
+// unlike runtime.ReadMemStats, do not stop the world.
+func ReadMem() MemSample {
+	var s MemSample
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		s = parseStatus(b)
+	}
+	m := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+	}
+	metrics.Read(m)
+	u := func(i int) uint64 {
+		if m[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return m[i].Value.Uint64()
+	}
+	s.GoHeap = u(0)
+	s.GoMapped = u(1) - u(2)
+	return s
+}
+
+// parseStatus reads the memory lines of /proc/PID/status ("VmRSS:   1234 kB").
+func parseStatus(b []byte) MemSample {
+	var s MemSample
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		name, rest, ok := bytes.Cut(sc.Bytes(), []byte(":"))
+		if !ok {
+			continue
+		}
+		var dst *uint64
+		switch string(name) {
+		case "VmRSS":
+			dst = &s.RSS
+		case "RssAnon":
+			dst = &s.Anon
+		case "RssFile":
+			dst = &s.File
+		case "VmHWM":
+			dst = &s.HWM
+		default:
+			continue
+		}
+		fields := bytes.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		n, err := strconv.ParseUint(string(fields[0]), 10, 64)
+		if err != nil {
+			continue
+		}
+		if len(fields) > 1 && string(fields[1]) == "kB" {
+			n <<= 10
+		}
+		*dst = n
+	}
+	return s
+}
+
+// MemSampler reads the process's memory every interval in a goroutine of
+// its own and keeps the peaks.
+type MemSampler struct {
+	mu    sync.Mutex
+	peaks MemPeaks
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// StartMemSampler starts sampling every interval, and once right away.
+func StartMemSampler(every time.Duration) *MemSampler {
+	m := &MemSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	m.sample()
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+				m.sample()
+			}
+		}
+	}()
+	return m
+}
+
+func (m *MemSampler) sample() {
+	s := ReadMem()
+	m.mu.Lock()
+	m.peaks.add(s)
+	m.mu.Unlock()
+}
+
+// Peaks takes one more sample and returns the peaks so far.
+func (m *MemSampler) Peaks() MemPeaks {
+	m.sample()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.peaks
+}
+
+// Stop ends the sampling and returns the peaks, a last sample included.
+func (m *MemSampler) Stop() MemPeaks {
+	close(m.stop)
+	<-m.done
+	return m.Peaks()
+}

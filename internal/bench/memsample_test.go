@@ -1,0 +1,41 @@
+package bench
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestParseStatusReadsTheMemoryLines(t *testing.T) {
+	status := []byte("Name:\tmonitor\nVmPeak:\t 2000000 kB\nVmHWM:\t  500000 kB\nVmRSS:\t  400000 kB\n" +
+		"RssAnon:\t  300000 kB\nRssFile:\t   99000 kB\nRssShmem:\t    1000 kB\nThreads:\t12\n")
+	got := parseStatus(status)
+	want := MemSample{RSS: 400000 << 10, Anon: 300000 << 10, File: 99000 << 10, HWM: 500000 << 10}
+	if got != want {
+		t.Fatalf("parseStatus = %+v, want %+v", got, want)
+	}
+}
+
+func TestMemSamplerKeepsThePeaks(t *testing.T) {
+	m := StartMemSampler(time.Millisecond)
+	// A 64 MiB allocation, touched and kept alive until the sampler saw it.
+	big := make([]byte, 64<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	time.Sleep(20 * time.Millisecond)
+	runtime.KeepAlive(big)
+	p := m.Stop()
+	if p.Samples < 2 {
+		t.Fatalf("%d samples, want several", p.Samples)
+	}
+	if p.GoHeap < 64<<20 || p.GoMapped < p.GoHeap {
+		t.Errorf("Go heap peak %d, mapped %d: want at least the 64 MiB allocation, mapped >= heap", p.GoHeap, p.GoMapped)
+	}
+	if _, err := os.Stat("/proc/self/status"); err == nil {
+		if p.RSS < 64<<20 || p.Anon < 64<<20 || p.HWM < p.RSS {
+			t.Errorf("peaks %+v: want RSS and anonymous at least the 64 MiB allocation, VmHWM >= RSS", p)
+		}
+	}
+}
