@@ -79,21 +79,25 @@ func (n *Namespace) Scan(prefix string, fn func(key string, value []byte) error)
 // a walk of the rule-and-state index, reading one violation at a time.
 func (s *Store) EachOpen(rule string, fn func(*violation.Violation) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
-		parts, err := partitions(txn, statekey.Violation)
+		spaces, err := partitionSpaces(txn)
 		if err != nil {
 			return err
 		}
-		for _, p := range parts {
-			prefix := statekey.Stored(p, statekey.RuleStatePrefix(rule, violation.Open))
-			if err := eachOpenOf(txn, p, prefix, fn); err != nil {
-				return err
-			}
-		}
-		return nil
+		return eachOpenIn(txn, spaces, rule, fn)
 	})
 }
 
-func eachOpenOf(txn *badger.Txn, p int32, prefix []byte, fn func(*violation.Violation) error) error {
+func eachOpenIn(txn *badger.Txn, spaces []space, rule string, fn func(*violation.Violation) error) error {
+	for _, sp := range spaces {
+		if err := eachOpenOf(txn, sp, rule, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func eachOpenOf(txn *badger.Txn, sp space, rule string, fn func(*violation.Violation) error) error {
+	prefix := sp.key(statekey.RuleStatePrefix(rule, violation.Open))
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
@@ -102,7 +106,7 @@ func eachOpenOf(txn *badger.Txn, p int32, prefix []byte, fn func(*violation.Viol
 			return fmt.Errorf("corrupt index key %q", it.Item().Key())
 		}
 		id := string(tail[8:])
-		item, err := txn.Get(statekey.Stored(p, statekey.Violation+id))
+		item, err := txn.Get(sp.key(statekey.Violation + id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			continue
 		}

@@ -60,31 +60,67 @@ var ErrBadCursor = errors.New("malformed page cursor")
 func (s *Store) Violation(id string) (*violation.Violation, error) {
 	var out *violation.Violation
 	err := s.db.View(func(txn *badger.Txn) error {
-		parts, err := partitions(txn, statekey.Violation)
+		spaces, err := partitionSpaces(txn)
 		if err != nil {
 			return err
 		}
-		for _, p := range parts {
-			item, err := txn.Get(statekey.Stored(p, statekey.Violation+id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if item.ValueSize() == 0 {
-				return nil // expired: only its id is kept, for dedup
-			}
-			v := &violation.Violation{}
-			if err := item.Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
-				return fmt.Errorf("decode violation %s: %w", id, err)
-			}
-			out = v
-			return nil
-		}
-		return nil
+		out, err = violationIn(txn, spaces, id)
+		return err
 	})
 	return out, err
+}
+
+// violationIn returns the violation with id from the first space that
+// holds it, or nil.
+func violationIn(txn *badger.Txn, spaces []space, id string) (*violation.Violation, error) {
+	for _, sp := range spaces {
+		item, err := txn.Get(sp.key(statekey.Violation + id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if item.ValueSize() == 0 {
+			return nil, nil // expired: only its id is kept, for dedup
+		}
+		v := &violation.Violation{}
+		if err := item.Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
+			return nil, fmt.Errorf("decode violation %s: %w", id, err)
+		}
+		return v, nil
+	}
+	return nil, nil
+}
+
+// space is one set of violations with their secondary keys, laid out by
+// statekey: a partition's state, or the group view. key returns where a
+// key of the layout is stored.
+type space interface {
+	key(local string) []byte
+}
+
+// partitionSpace is a partition's state: keys in statekey's stored form.
+type partitionSpace int32
+
+func (p partitionSpace) key(local string) []byte { return statekey.Stored(int32(p), local) }
+
+// prefixSpace is a key space under a fixed prefix (the group view).
+type prefixSpace string
+
+func (p prefixSpace) key(local string) []byte { return []byte(string(p) + local) }
+
+// partitionSpaces lists the spaces of every partition holding violations.
+func partitionSpaces(txn *badger.Txn) ([]space, error) {
+	parts, err := partitions(txn, statekey.Violation)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]space, len(parts))
+	for i, p := range parts {
+		out[i] = partitionSpace(p)
+	}
+	return out, nil
 }
 
 // partitions lists the partitions that hold keys of a key type, with one
@@ -108,12 +144,12 @@ func partitions(txn *badger.Txn, keyType string) ([]int32, error) {
 	return out, nil
 }
 
-// cursor walks one index range of one partition.
+// cursor walks one index range of one space.
 type cursor struct {
-	it        *badger.Iterator
-	partition int32
-	prefix    []byte // stored prefix of the range, partition included
-	tail      []byte // current key after prefix: detection order, then id
+	it     *badger.Iterator
+	space  space
+	prefix []byte // stored prefix of the range, partition included
+	tail   []byte // current key after prefix: detection order, then id
 }
 
 func (c *cursor) settle() {
@@ -129,6 +165,20 @@ func (c *cursor) settle() {
 // filter allows, merging partitions, and reads only what the page needs
 // (plus what a customer or time filter skips).
 func (s *Store) ViolationPage(q Query) (Page, error) {
+	var page Page
+	err := s.db.View(func(txn *badger.Txn) error {
+		spaces, err := partitionSpaces(txn)
+		if err != nil {
+			return err
+		}
+		page, err = pageIn(txn, spaces, q)
+		return err
+	})
+	return page, err
+}
+
+// pageIn reads one page of q from spaces, merging their index ranges.
+func pageIn(txn *badger.Txn, spaces []space, q Query) (Page, error) {
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultPageSize
@@ -155,11 +205,7 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 		ranges = []string{statekey.IndexByDetected}
 	}
 	var page Page
-	err := s.db.View(func(txn *badger.Txn) error {
-		parts, err := partitions(txn, statekey.Violation)
-		if err != nil {
-			return err
-		}
+	err := func() error {
 		var cs []*cursor
 		defer func() {
 			for _, c := range cs {
@@ -174,10 +220,10 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 		if after != nil && bytes.Compare(after, start) > 0 {
 			start = after
 		}
-		for _, p := range parts {
+		for _, sp := range spaces {
 			for _, r := range ranges {
-				prefix := statekey.Stored(p, r)
-				c := &cursor{it: txn.NewIterator(badger.IteratorOptions{Prefix: prefix}), partition: p, prefix: prefix}
+				prefix := sp.key(r)
+				c := &cursor{it: txn.NewIterator(badger.IteratorOptions{Prefix: prefix}), space: sp, prefix: prefix}
 				cs = append(cs, c)
 				c.it.Seek(append(bytes.Clone(prefix), start...))
 				c.settle()
@@ -211,7 +257,7 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 			best.it.Next()
 			best.settle()
 			id := string(tail[8:])
-			item, err := txn.Get(statekey.Stored(best.partition, statekey.Violation+id))
+			item, err := txn.Get(best.space.key(statekey.Violation + id))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue // expired between index and record: not in the page
 			}
@@ -237,6 +283,6 @@ func (s *Store) ViolationPage(q Query) (Page, error) {
 		}
 		page.Next = ""
 		return nil
-	})
+	}()
 	return page, err
 }

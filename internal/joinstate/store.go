@@ -494,10 +494,15 @@ func (f Filter) match(v *violation.Violation) bool {
 // detection first. It reads them all: for tools and start-up, not for the
 // API (ViolationPage).
 func (s *Store) Violations(f Filter) ([]violation.Violation, error) {
+	return AllViolations(s, f)
+}
+
+// AllViolations lists every violation of r that matches f, page after page.
+func AllViolations(r ViolationReader, f Filter) ([]violation.Violation, error) {
 	var out []violation.Violation
 	q := Query{Filter: f, Limit: MaxPageSize}
 	for {
-		page, err := s.ViolationPage(q)
+		page, err := r.ViolationPage(q)
 		if err != nil {
 			return out, err
 		}
