@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -135,14 +134,18 @@ func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) 
 
 // MemSnapshot is a Snapshot held in memory: the state of a partition built by
 // applying deltas, for tests and for tools that replay without Badger. Its
-// keys are kept sorted, so a range scan costs the range, like Badger's.
+// keys are kept in a B-tree, so a range scan costs the range and applying a
+// delta costs its keys, like Badger's (a sorted slice cost a copy of every
+// later key per insert: quadratic in the state).
 type MemSnapshot struct {
 	m    map[string][]byte
-	keys []string
+	keys *btree.BTreeG[string]
 }
 
 // NewMemSnapshot returns an empty snapshot.
-func NewMemSnapshot() *MemSnapshot { return &MemSnapshot{m: map[string][]byte{}} }
+func NewMemSnapshot() *MemSnapshot {
+	return &MemSnapshot{m: map[string][]byte{}, keys: btree.NewOrderedG[string](32)}
+}
 
 // Len returns how many keys the snapshot holds.
 func (m *MemSnapshot) Len() int { return len(m.m) }
@@ -151,14 +154,13 @@ func (m *MemSnapshot) Len() int { return len(m.m) }
 func (m *MemSnapshot) Apply(d *Delta) {
 	for k, op := range d.Ops {
 		_, had := m.m[k]
-		i, _ := slices.BinarySearch(m.keys, k)
 		switch {
 		case op.Delete && had:
 			delete(m.m, k)
-			m.keys = slices.Delete(m.keys, i, i+1)
+			m.keys.Delete(k)
 		case !op.Delete:
 			if !had {
-				m.keys = slices.Insert(m.keys, i, k)
+				m.keys.ReplaceOrInsert(k)
 			}
 			m.m[k] = append([]byte(nil), op.Value...)
 		}
@@ -174,11 +176,11 @@ func (m *MemSnapshot) Get(key string) ([]byte, bool, error) {
 
 // Scan implements Snapshot, in key order like Badger's iterator.
 func (m *MemSnapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
-	i, _ := slices.BinarySearch(m.keys, start)
-	for ; i < len(m.keys) && (end == "" || m.keys[i] < end); i++ {
-		if !fn(m.keys[i], m.m[m.keys[i]]) {
-			return nil
-		}
+	visit := func(k string) bool { return fn(k, m.m[k]) }
+	if end == "" {
+		m.keys.AscendGreaterOrEqual(start, visit)
+	} else {
+		m.keys.AscendRange(start, end, visit)
 	}
 	return nil
 }
