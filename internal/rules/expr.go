@@ -300,10 +300,23 @@ func (c *compiler) compile(env *cel.Env, s Scalar, ctx errCtx, what string, want
 	if env != c.aggs && c.checks != nil && c.stream != nil {
 		*c.checks = append(*c.checks, exprCheck{file: c.file, lines: c.lines, src: s, ctx: ctx, what: what, want: want, stream: c.stream, lookups: c.lookups})
 	}
-	if env != c.aggs && !c.checkCost(env, checked, s, ctx, what) {
-		return nil, nil
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if env != c.aggs {
+		ok, bounded := c.checkCost(env, checked, s, ctx, what)
+		if !ok {
+			return nil, nil
+		}
+		// The runtime limit tracks the cost of every step of every
+		// evaluation (a third of the allocations of the per-event path). An
+		// expression whose worst case on the largest accepted event is
+		// within the limit cannot reach it, and runs without it.
+		if !bounded {
+			opts = append(opts, cel.CostLimit(costLimit))
+		}
+	} else {
+		opts = append(opts, cel.CostLimit(costLimit))
 	}
-	prg, err := env.Program(checked, cel.CostLimit(costLimit), cel.EvalOptions(cel.OptOptimize))
+	prg, err := env.Program(checked, opts...)
 	if err != nil {
 		*c.errs = append(*c.errs, ctx.at(c.pos(s, 1, 0), fmt.Sprintf("%s: %v", what, err)))
 		return nil, nil

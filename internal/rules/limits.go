@@ -106,12 +106,19 @@ func checkYAMLSize(root *yaml.Node, loc func(*yaml.Node) Pos) *Error {
 // eventSizes tells cel-go's cost estimator how large event data can be: any
 // string, list or map read from an event or record is at most the event's
 // size.
-type eventSizes struct{}
+type eventSizes struct {
+	// unboundedRecord sizes the record's coordinates by what Kafka allows
+	// rather than by what they usually are.
+	unboundedRecord bool
+}
 
-func (eventSizes) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+func (s eventSizes) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 	// The record's coordinates are short: a topic name is at most 249
 	// characters, and keys that scope partitions are ids.
 	if p := n.Path(); len(p) > 0 && p[0] == "record" {
+		if s.unboundedRecord {
+			return &checker.SizeEstimate{Min: 0, Max: 1 << 32}
+		}
 		return &checker.SizeEstimate{Min: 0, Max: 1 << 10}
 	}
 	// Event fields, and lookups (latest events too), are at most an event.
@@ -174,19 +181,21 @@ func regexStates(pat string) (uint64, error) {
 // checkCost estimates the worst-case cost of a checked expression on an
 // event of MaxEventBytes. It returns an error over CostBudget, and a warning
 // over the runtime limit. A regular expression that is not a constant is an
-// error: a pattern taken from event data could cost anything.
-func (c *compiler) checkCost(env *cel.Env, checked *cel.Ast, s Scalar, ctx errCtx, what string) bool {
+// error: a pattern taken from event data could cost anything. ok says the
+// expression is accepted; bounded that its worst case, with the record's key
+// of any size, is within the runtime limit, so the limit need not be tracked.
+func (c *compiler) checkCost(env *cel.Env, checked *cel.Ast, s Scalar, ctx errCtx, what string) (ok, bounded bool) {
 	if msg := nonConstantRegex(checked.NativeRep().Expr()); msg != "" {
 		p := c.pos(s, 1, 0)
 		e := ctx.at(p, what+": "+msg)
 		e.Snippet = c.snippet(p)
 		*c.errs = append(*c.errs, e)
-		return false
+		return false, false
 	}
 	est, err := env.EstimateCost(checked, eventSizes{})
 	if err != nil {
 		*c.errs = append(*c.errs, ctx.at(c.pos(s, 1, 0), fmt.Sprintf("%s: estimate cost: %v", what, err)))
-		return false
+		return false, false
 	}
 	switch {
 	case est.Max > CostBudget:
@@ -195,7 +204,7 @@ func (c *compiler) checkCost(env *cel.Env, checked *cel.Ast, s Scalar, ctx errCt
 			what, costString(est.Max), MaxEventBytes>>10, CostBudget))
 		e.Snippet = c.snippet(p)
 		*c.errs = append(*c.errs, e)
-		return false
+		return false, false
 	case est.Max > costLimit:
 		p := c.pos(s, 1, 0)
 		w := ctx.at(p, fmt.Sprintf("%s: estimated worst-case cost %s on a %d KiB event exceeds the per-evaluation limit of %d: such an event would be a dead letter",
@@ -204,7 +213,11 @@ func (c *compiler) checkCost(env *cel.Env, checked *cel.Ast, s Scalar, ctx errCt
 			*c.warns = append(*c.warns, w)
 		}
 	}
-	return true
+	// The record's key and headers are not bounded by MaxEventBytes (only
+	// the value is checked before evaluation), so whether an expression can
+	// run without the runtime limit is estimated with them unbounded.
+	worst, err := env.EstimateCost(checked, eventSizes{unboundedRecord: true})
+	return true, err == nil && worst.Max <= costLimit
 }
 
 func costString(n uint64) string {
