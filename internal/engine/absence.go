@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
@@ -55,10 +56,6 @@ func newAbsence(p *Partition, r *rules.Rule) *absence {
 		when:     p.streams[r.Absence.When.Stream.Name],
 		expect:   p.streams[r.Absence.Expect.Stream.Name],
 	}
-}
-
-func (a *absence) key(kind, rest string) string {
-	return statekey.Rule + a.rule.Name + "/" + kind + "/" + rest
 }
 
 func (a *absence) load() {
@@ -122,7 +119,20 @@ func (a *absence) putRecord(key string, r *keyRecord, absent bool) {
 		a.p.del(a.key("k", key))
 		return
 	}
-	e := enc{}.i64(int64(len(r.seen)))
+	size := 3 * binary.MaxVarintLen32
+	for _, s := range r.seen {
+		size += 8 + binary.MaxVarintLen32
+		for _, id := range s.triggers {
+			size += binary.MaxVarintLen32 + len(id)
+		}
+	}
+	for i := range r.pending {
+		size += triggerSize(&r.pending[i].trigger) + 8
+	}
+	for _, id := range r.open {
+		size += binary.MaxVarintLen32 + len(id)
+	}
+	e := make(enc, 0, size).i64(int64(len(r.seen)))
 	for _, s := range r.seen {
 		e = e.time(s.time).i64(int64(len(s.triggers)))
 		for _, id := range s.triggers {
@@ -141,7 +151,7 @@ func (a *absence) putRecord(key string, r *keyRecord, absent bool) {
 }
 
 func (a *absence) deadlineKey(pd *pending) string {
-	return a.key("d", string(statekey.TimeBytes(pd.Deadline))+pd.Key+"\x00"+pd.EventID)
+	return a.timeKey("d", pd.Deadline, pd.Key, true, pd.EventID)
 }
 
 // satisfies reports whether an expect event at t fulfils a trigger at trig.
@@ -187,7 +197,7 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 		r.seen = append(r.seen, seenEvent{time: t})
 		i = len(r.seen) - 1
 		changed = true
-		a.p.put(a.key("s", string(statekey.TimeBytes(t))+key), nil, true)
+		a.p.put(a.timeKey("s", t, key, false, ""), nil, true)
 	}
 	if len(r.pending) > 0 {
 		keep := r.pending[:0]

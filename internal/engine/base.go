@@ -42,6 +42,11 @@ type ruleBase struct {
 	streams  []*streamState
 	wm       time.Time
 	resolver *lookupResolver
+	// prefix is r/<rule>/, under which the rule keeps its state.
+	prefix string
+	// memo is the last key built by key: an event reads a record and
+	// writes it back under the same key, which is then built once.
+	memo struct{ kind, rest, key string }
 
 	pendingGauge   prometheus.Gauge
 	watermarkGauge prometheus.Gauge
@@ -55,6 +60,7 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 	b := ruleBase{
 		p:              p,
 		rule:           r,
+		prefix:         statekey.Rule + r.Name + "/",
 		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
 		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
 		checks:         p.metrics.Checks.WithLabelValues(r.Name),
@@ -75,6 +81,37 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 }
 
 func (b *ruleBase) base() *ruleBase { return b }
+
+// key returns the rule's state key r/<rule>/<kind>/<rest>, built with one
+// allocation in the partition's key buffer.
+func (b *ruleBase) key(kind, rest string) string {
+	if m := &b.memo; m.kind == kind && m.rest == rest && m.key != "" {
+		return m.key
+	}
+	kb := append(b.p.kb[:0], b.prefix...)
+	kb = append(append(kb, kind...), '/')
+	n := len(kb)
+	kb = append(kb, rest...)
+	b.p.kb = kb
+	k := string(kb)
+	// rest is kept as a part of the key, never as the caller's string,
+	// which may alias a buffer that is reused.
+	b.memo.kind, b.memo.rest, b.memo.key = kind, k[n:], k
+	return k
+}
+
+// timeKey returns the time-ordered key r/<rule>/<kind>/<time><key>, or with
+// withID r/<rule>/<kind>/<time><key>\x00<id>, built with one allocation.
+func (b *ruleBase) timeKey(kind string, t time.Time, key string, withID bool, id string) string {
+	kb := append(b.p.kb[:0], b.prefix...)
+	kb = append(append(kb, kind...), '/')
+	kb = append(statekey.AppendTime(kb, t), key...)
+	if withID {
+		kb = append(append(kb, 0), id...)
+	}
+	b.p.kb = kb
+	return string(kb)
+}
 
 // computeWatermark moves the rule's watermark: the minimum over its inputs,
 // or the clock minus the largest lateness when every input is caught up and
@@ -289,7 +326,7 @@ func (t *table) get(p *Partition, key string) *tableEntry {
 	if t == nil {
 		return nil
 	}
-	v, ok := p.get(tableKey(t.name, key))
+	v, ok := p.get(p.tableKey(t.name, key))
 	if !ok {
 		return nil
 	}
@@ -301,11 +338,17 @@ func (t *table) get(p *Partition, key string) *tableEntry {
 	return e
 }
 
-func tableKey(stream, key string) string { return statekey.Table + stream + "/" + key }
+// tableKey returns t/<stream>/<key>, built in the partition's key buffer.
+func (p *Partition) tableKey(stream, key string) string {
+	kb := append(append(p.kb[:0], statekey.Table...), stream...)
+	kb = append(append(kb, '/'), key...)
+	p.kb = kb
+	return string(kb)
+}
 
 // tablePut keeps the newer of the stored and the given event for key.
 func (p *Partition) tablePut(t *table, key, id string, at time.Time, raw []byte) {
-	k := tableKey(t.name, key)
+	k := p.tableKey(t.name, key)
 	old, ok := p.get(k)
 	if ok && len(old) >= 8 && at.Before(statekey.Time(old[:8])) {
 		return
@@ -314,7 +357,7 @@ func (p *Partition) tablePut(t *table, key, id string, at time.Time, raw []byte)
 }
 func encodeTableEntry(e *tableEntry) []byte {
 	b := make([]byte, 0, 8+2+len(e.id)+len(e.raw))
-	b = append(b, statekey.TimeBytes(e.time)...)
+	b = statekey.AppendTime(b, e.time)
 	b = append(b, byte(len(e.id)>>8), byte(len(e.id)))
 	b = append(b, e.id...)
 	return append(b, e.raw...)

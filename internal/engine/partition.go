@@ -115,6 +115,8 @@ type Partition struct {
 	retention time.Duration
 	// matches is reused per record to keep allocations off the per-event path.
 	matches []match
+	// kb is the buffer state keys are built in (see ruleBase.key).
+	kb []byte
 	// bounds is the accepted event-time range.
 	bounds TimeBounds
 }

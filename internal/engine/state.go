@@ -1,12 +1,12 @@
 package engine
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/google/btree"
 
@@ -233,10 +233,19 @@ func (d *dec) raw() []byte {
 	d.b = d.b[k+int(n):]
 	return out
 }
-func (d *dec) str() string { return string(d.raw()) }
-func (d *dec) bytes() []byte {
-	return bytes.Clone(d.raw())
+
+// str returns the next string without copying it: it shares the value's
+// bytes. A dec reads only values that are never modified after they are
+// written (Partition.get's and a delta's); a value a scan lends for the
+// duration of its callback is cloned before it is decoded.
+func (d *dec) str() string {
+	b := d.raw()
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
+func (d *dec) bytes() []byte { return d.raw() }
 func (d *dec) time() time.Time {
 	if len(d.b) < 8 {
 		d.fail()
@@ -276,6 +285,12 @@ func (d *dec) flag() bool {
 
 // more reports whether values are left and nothing failed.
 func (d *dec) more() bool { return d.err == nil && len(d.b) > 0 }
+
+// triggerSize bounds the encoded size of t, so that an encoder is sized
+// once instead of growing field by field.
+func triggerSize(t *trigger) int {
+	return len(t.Key) + len(t.EventID) + len(t.Customer) + len(t.Source.Topic) + 4*binary.MaxVarintLen32 + 16 + 2*binary.MaxVarintLen64
+}
 
 func (e enc) trigger(t *trigger) enc {
 	return e.str(t.Key).str(t.EventID).time(t.EventTime).f64(t.Impact).str(t.Customer).

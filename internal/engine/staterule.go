@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,12 +53,8 @@ func newStateRule(p *Partition, r *rules.Rule) *stateRule {
 	return &stateRule{ruleBase: newRuleBase(p, r), spec: r.State, dec: rules.NewDecoder(p.set)}
 }
 
-func (s *stateRule) key(kind, rest string) string {
-	return statekey.Rule + s.rule.Name + "/" + kind + "/" + rest
-}
-
 func (s *stateRule) checkKey(deadline time.Time, key, id string) string {
-	return s.key("d", string(statekey.TimeBytes(deadline))+key+"\x00"+id)
+	return s.timeKey("d", deadline, key, true, id)
 }
 
 func (s *stateRule) pending() int { return int(s.n.n) }
@@ -192,7 +189,7 @@ func (s *stateRule) advance(now time.Time) {
 	}
 	dp := s.key("d", "")
 	s.p.scanDue(dp, statekey.Until(dp, wm), func(k string, v []byte) bool {
-		d := dec{b: v}
+		d := dec{b: bytes.Clone(v)} // the scan lends v for this call only
 		c := &check{trigger: d.trigger(), Deadline: d.time(), Raw: d.bytes()}
 		if d.err != nil {
 			s.p.fail(fmt.Errorf("rule %s: check %q: %w", s.rule.Name, k, d.err))

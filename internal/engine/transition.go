@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"time"
@@ -61,12 +63,8 @@ func newTransition(p *Partition, r *rules.Rule) *transition {
 	}
 }
 
-func (t *transition) key(kind, rest string) string {
-	return statekey.Rule + t.rule.Name + "/" + kind + "/" + rest
-}
-
 func (t *transition) bufferKey(e *transitionEvent) string {
-	return t.key("q", string(statekey.TimeBytes(e.EventTime))+e.Key+"\x00"+e.EventID)
+	return t.timeKey("q", e.EventTime, e.Key, true, e.EventID)
 }
 
 func (t *transition) load() {
@@ -98,7 +96,7 @@ func (t *transition) apply(m *match, _ time.Time) {
 	if _, ok := t.p.get(k); ok {
 		return // the same event buffered already
 	}
-	t.p.put(k, enc(nil).trigger(&e.trigger).str(e.State).f64(e.Version).flag(e.HasVersion), true)
+	t.p.put(k, make(enc, 0, triggerSize(&e.trigger)+len(e.State)+binary.MaxVarintLen32+9).trigger(&e.trigger).str(e.State).f64(e.Version).flag(e.HasVersion), true)
 	t.n.add(1)
 }
 
@@ -110,7 +108,7 @@ func (t *transition) advance(now time.Time) {
 	var due []*transitionEvent
 	qp := t.key("q", "")
 	t.p.scanDue(qp, statekey.Until(qp, wm.Add(1)), func(k string, v []byte) bool {
-		d := dec{b: v}
+		d := dec{b: bytes.Clone(v)} // the scan lends v for this call only
 		e := &transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
 		if d.err != nil {
 			t.p.fail(fmt.Errorf("rule %s: buffered event %q: %w", t.rule.Name, k, d.err))
@@ -173,10 +171,10 @@ func (t *transition) step(e *transitionEvent, now time.Time) {
 	}
 	t.judged()
 	if cur != nil {
-		t.p.del(t.key("E", string(statekey.TimeBytes(cur.Time))+e.Key))
+		t.p.del(t.timeKey("E", cur.Time, e.Key, false, ""))
 	}
-	t.p.put(t.key("e", e.Key), enc(nil).str(e.State).str(e.EventID).time(e.EventTime).f64(e.Version).flag(e.HasVersion), cur == nil)
-	t.p.put(t.key("E", string(statekey.TimeBytes(e.EventTime))+e.Key), nil, true)
+	t.p.put(t.key("e", e.Key), make(enc, 0, len(e.State)+len(e.EventID)+2*binary.MaxVarintLen32+17).str(e.State).str(e.EventID).time(e.EventTime).f64(e.Version).flag(e.HasVersion), cur == nil)
+	t.p.put(t.timeKey("E", e.EventTime, e.Key, false, ""), nil, true)
 }
 
 // older reports whether e comes before the entity's applied state: it

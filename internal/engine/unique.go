@@ -49,8 +49,8 @@ func before(a, b *trigger) bool {
 	return a.EventID < b.EventID
 }
 
-func (u *unique) entriesKey(key string) string { return statekey.Rule + u.rule.Name + "/U/" + key }
-func (u *unique) expiryPrefix() string         { return statekey.Rule + u.rule.Name + "/u/" }
+func (u *unique) entriesKey(key string) string { return u.key("U", key) }
+func (u *unique) expiryPrefix() string         { return u.key("u", "") }
 
 func (u *unique) load() {
 	u.n = u.p.newCounter(statekey.Rule + u.rule.Name + "/n")
@@ -82,7 +82,11 @@ func (u *unique) putEntries(key string, list []trigger, absent bool) {
 		u.p.del(u.entriesKey(key))
 		return
 	}
-	var e enc
+	size := 0
+	for i := range list {
+		size += triggerSize(&list[i])
+	}
+	e := make(enc, 0, size)
 	for i := range list {
 		e = e.trigger(&list[i])
 	}
@@ -114,7 +118,7 @@ func (u *unique) apply(m *match, now time.Time) {
 		}
 	}
 	u.putEntries(m.key, append(list, e), !existed)
-	u.p.put(u.expiryPrefix()+string(statekey.TimeBytes(e.EventTime))+e.Key+"\x00"+e.EventID, nil, true)
+	u.p.put(u.timeKey("u", e.EventTime, e.Key, true, e.EventID), nil, true)
 	u.n.add(1)
 }
 

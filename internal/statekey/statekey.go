@@ -35,10 +35,12 @@ const TypeLen = 2
 var Types = []string{Rule, Violation, Stream, Table, Index}
 
 // TimeBytes encodes t so that byte order is time order.
-func TimeBytes(t time.Time) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano())^(1<<63))
-	return b[:]
+func TimeBytes(t time.Time) []byte { return AppendTime(make([]byte, 0, 8), t) }
+
+// AppendTime appends the encoding of TimeBytes to b: how keys are built in
+// a reused buffer.
+func AppendTime(b []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(t.UnixNano())^(1<<63))
 }
 
 // Time decodes the first eight bytes of b, written by TimeBytes.
