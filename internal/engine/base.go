@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/google/cel-go/common/types/ref"
@@ -203,7 +204,7 @@ func (b *ruleBase) impact(ev *rules.Event) (float64, string, error) {
 	}
 	var customer string
 	if x := b.rule.Impact.Customer; x != nil {
-		c, err := x.Eval(ev)
+		c, err := x.EvalTransient(ev)
 		if err != nil {
 			return 0, "", fmt.Errorf("impact.customer: %w", err)
 		}
@@ -237,9 +238,11 @@ func (b *ruleBase) open(t trigger, deadline, now time.Time, detail string) *viol
 	if _, ok := b.p.get(statekey.Violation + id); ok {
 		return nil
 	}
+	// The violation outlives the record: its strings are copied out of the
+	// decode buffer they may share (see Partition.Apply).
 	v := &violation.Violation{
-		ID: id, Rule: b.rule.Name, RuleVersion: b.rule.Version, Key: t.Key, State: violation.Open,
-		Impact: t.Impact, Customer: t.Customer, TriggerEventID: t.EventID, EventTime: t.EventTime,
+		ID: id, Rule: b.rule.Name, RuleVersion: b.rule.Version, Key: strings.Clone(t.Key), State: violation.Open,
+		Impact: t.Impact, Customer: strings.Clone(t.Customer), TriggerEventID: strings.Clone(t.EventID), EventTime: t.EventTime,
 		Deadline: deadline, DetectedAt: now, Watermark: b.wm, Source: t.Source, Detail: detail,
 		DecidedWhileBlind: len(b.blind()) > 0,
 	}
@@ -280,7 +283,7 @@ func (r *lookupResolver) Resolve(name string, ev *rules.Event) (ref.Val, bool) {
 		// The key expression reads only the event, never a lookup.
 		saved := ev.Lookups
 		ev.Lookups = nil
-		key, err := l.Key.Eval(ev)
+		key, err := l.Key.EvalTransient(ev)
 		ev.Lookups = saved
 		if err != nil {
 			return rules.EmptyObject, true

@@ -341,6 +341,10 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 		}
 		return p.reject(rec.Topic, &DecodeError{Reason: reason, Err: err})
 	}
+	// Ids, keys and other strings read from the record share its decode
+	// buffer (EvalTransient) and are valid until the next Decode: whatever
+	// outlives this call copies them (state values are encoded, state keys
+	// built, violations clone theirs in ruleBase.open).
 	p.matches = p.matches[:0]
 	src := violation.Source{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	type stamped struct {
@@ -353,7 +357,7 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 	seen := times[:0]
 	for _, r := range routes {
 		st := r.stream
-		id, err := st.s.ID.Eval(ev)
+		id, err := st.s.ID.EvalTransient(ev)
 		if err != nil {
 			return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadID, Stream: st.s.Name, Err: err})
 		}
@@ -368,7 +372,7 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 		}
 		var key string
 		if r.table != nil {
-			if key, err = st.s.Key.Eval(ev); err != nil {
+			if key, err = st.s.Key.EvalTransient(ev); err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Err: err})
 			}
 		}
@@ -390,7 +394,7 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 			if !ok {
 				continue
 			}
-			key, err := ref.side.Key.Eval(ev)
+			key, err := ref.side.Key.EvalTransient(ev)
 			if err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}

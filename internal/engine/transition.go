@@ -75,7 +75,7 @@ func (t *transition) load() {
 func (t *transition) pending() int { return int(t.n.n) }
 
 func (t *transition) extract(ev *rules.Event, _ *sideRef, m *match) error {
-	s, err := t.spec.State.Eval(ev)
+	s, err := t.spec.State.EvalTransient(ev)
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
@@ -164,6 +165,26 @@ func NewEvent(topic string, value []byte, f ValueFormat) (*Event, error) {
 	}
 	out := *ev
 	return &out, nil
+}
+
+// transientText is implemented by Fields that can return a text field
+// without copying it out of their decode buffer.
+type transientText interface {
+	transientTextField(name string) (string, bool)
+}
+
+// transientTextField is TextField sharing the parser's buffer: valid until
+// the Decoder that made the event decodes again.
+func (o jsonObject) transientTextField(field string) (string, bool) {
+	v := o.v.Get(field)
+	if v == nil || v.Type() != fastjson.TypeString {
+		return o.TextField(field)
+	}
+	b, _ := v.StringBytes()
+	if len(b) == 0 {
+		return "", true
+	}
+	return unsafe.String(&b[0], len(b)), true
 }
 
 // TextField implements Fields: a top-level string or integral number.

@@ -116,6 +116,23 @@ func (x *StringExpr) Eval(ev *Event) (string, error) {
 	return "", fmt.Errorf("evaluate %q: got %s, want string", x.prog.source, out.Type().TypeName())
 }
 
+// EvalTransient is Eval for a caller that drops the result before ev's
+// Decoder decodes the next record, or copies what it keeps: an id or key
+// read straight from a JSON field then shares the parser's buffer instead
+// of being copied (the most frequent allocation of the per-event path).
+func (x *StringExpr) EvalTransient(ev *Event) (string, error) {
+	if x.field != "" {
+		if t, ok := ev.fields.(transientText); ok {
+			s, ok := t.transientTextField(x.field)
+			if !ok {
+				return "", fmt.Errorf("evaluate %q: field %q missing or not a string", x.prog.source, x.field)
+			}
+			return s, nil
+		}
+	}
+	return x.Eval(ev)
+}
+
 // TimeExpr extracts an event time.
 type TimeExpr struct {
 	// field is set for `timestamp(event.<field>)`, read without CEL.
