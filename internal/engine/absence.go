@@ -63,6 +63,8 @@ func (a *absence) load() {
 	a.pendingGauge.Set(float64(a.n.n))
 }
 
+func (a *absence) duePrefixes() []string { return []string{a.key("d", ""), a.key("s", "")} }
+
 func (a *absence) pending() int { return int(a.n.n) }
 
 func (a *absence) extract(*rules.Event, *sideRef, *match) error { return nil }

@@ -24,6 +24,8 @@ type evaluator interface {
 	extract(ev *rules.Event, ref *sideRef, m *match) error
 	apply(m *match, now time.Time)
 	advance(now time.Time)
+	// duePrefixes lists the time-ordered key prefixes advance scans.
+	duePrefixes() []string
 	// load reads the little the evaluator keeps outside keyed state.
 	load()
 	pending() int

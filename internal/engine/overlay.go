@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"slices"
 	"strings"
+
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // The partition reads state through three layers, newest first: the delta
@@ -38,16 +40,15 @@ func (p *Partition) get(key string) ([]byte, bool) {
 // again within this batch then costs no write at all, so a payment and its
 // ledger entry seen in the same poll never touch the disk.
 func (p *Partition) put(key string, value []byte, absent bool) {
-	for prefix, floor := range p.floors {
-		if key < floor && strings.HasPrefix(key, prefix) {
-			p.floors[prefix] = key
-		}
+	o := p.orderedOf(key)
+	if o != nil && key < o.floor {
+		o.floor = key
 	}
 	fresh := absent
 	if op, ok := p.delta.Ops[key]; ok {
 		fresh = op.fresh
 	}
-	p.delta.set(key, Op{Value: value, fresh: fresh})
+	p.delta.set(key, Op{Value: value, fresh: fresh}, o != nil)
 }
 
 // del records a durable delete.
@@ -56,7 +57,21 @@ func (p *Partition) del(key string) {
 		delete(p.delta.Ops, key)
 		return
 	}
-	p.delta.set(key, Op{Delete: true})
+	p.delta.set(key, Op{Delete: true}, p.orderedOf(key) != nil)
+}
+
+// orderedPrefix is a time-ordered prefix and where its next due scan
+// starts ("" until the first).
+type orderedPrefix struct{ prefix, floor string }
+
+// orderedOf returns the time-ordered prefix key is under, or nil.
+func (p *Partition) orderedOf(key string) *orderedPrefix {
+	for i := range p.ordered {
+		if strings.HasPrefix(key, p.ordered[i].prefix) {
+			return &p.ordered[i]
+		}
+	}
+	return nil
 }
 
 // scan calls fn for every live key in [start, end) in key order, across all
@@ -64,8 +79,12 @@ func (p *Partition) del(key string) {
 // the state as it was when the scan began.
 func (p *Partition) scan(start, end string, fn func(key string, value []byte) bool) {
 	var over map[string]Op
+	// Deltas index only the keys of time-ordered prefixes; any other range
+	// (all violations, for tools) reads their keys in full.
+	o := p.orderedOf(start)
+	indexed := o != nil && end != "" && end <= statekey.PrefixEnd(o.prefix)
 	for _, d := range append(slices.Clip(p.inflight), p.delta) {
-		d.rangeOps(start, end, func(k string, op Op) {
+		d.rangeOps(start, end, indexed, func(k string, op Op) {
 			if over == nil {
 				over = map[string]Op{}
 			}
@@ -125,19 +144,22 @@ func (p *Partition) scan(start, end string, fn func(key string, value []byte) bo
 // every key was deleted by the scans themselves, and an LSM store would
 // otherwise walk their tombstones every time.
 func (p *Partition) scanDue(prefix, end string, fn func(key string, value []byte) bool) {
+	o := p.orderedOf(prefix)
+	if o == nil || o.prefix != prefix {
+		// Not a declared due prefix (see evaluator.duePrefixes): no floor.
+		p.scan(prefix, end, fn)
+		return
+	}
 	start := prefix
-	if f := p.floors[prefix]; f > start {
-		start = f
+	if o.floor > start {
+		start = o.floor
 	}
 	if end <= start {
 		return
 	}
-	if p.floors == nil {
-		p.floors = map[string]string{}
-	}
 	// Tentatively done up to end; a write below it during the scan, or a
 	// scan that stops early, lowers the floor again.
-	p.floors[prefix] = end
+	o.floor = end
 	completed := true
 	p.scan(start, end, func(k string, v []byte) bool {
 		if !fn(k, v) {
@@ -146,8 +168,8 @@ func (p *Partition) scanDue(prefix, end string, fn func(key string, value []byte
 		}
 		return true
 	})
-	if (!completed || p.err != nil) && start < p.floors[prefix] {
-		p.floors[prefix] = start
+	if (!completed || p.err != nil) && start < o.floor {
+		o.floor = start
 	}
 }
 

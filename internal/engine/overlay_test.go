@@ -12,11 +12,13 @@ import (
 func TestScanThroughIndexedDeltas(t *testing.T) {
 	snap := NewMemSnapshot()
 	base := newDelta(0)
-	base.set("r/a/1", Op{Value: []byte("snap1")})
-	base.set("r/a/4", Op{Value: []byte("snap4")})
-	base.set("r/b/1", Op{Value: []byte("other")})
+	base.set("r/a/1", Op{Value: []byte("snap1")}, false)
+	base.set("r/a/4", Op{Value: []byte("snap4")}, false)
+	base.set("r/b/1", Op{Value: []byte("other")}, false)
 	snap.Apply(base)
-	p := &Partition{snap: snap, delta: newDelta(0)}
+	// r/a/ is a time-ordered prefix, indexed in the deltas; r/b/ is not, and
+	// a scan over it reads the deltas in full.
+	p := &Partition{snap: snap, delta: newDelta(0), ordered: []orderedPrefix{{prefix: "r/a/"}}}
 
 	p.put("r/a/2", []byte("flight2"), true)
 	p.del("r/a/4")
@@ -30,6 +32,7 @@ func TestScanThroughIndexedDeltas(t *testing.T) {
 	p.put("r/a/5", []byte("again"), true)
 	p.put("r/a/1", []byte("batch1"), false)
 	p.put("r/a/0", []byte("before the range"), true)
+	p.put("r/b/2", []byte("point key"), true)
 
 	if _, ok := p.delta.Ops["r/a/3"]; ok {
 		t.Errorf("a key created and deleted in one batch is still written")
@@ -48,7 +51,7 @@ func TestScanThroughIndexedDeltas(t *testing.T) {
 		got = append(got, k)
 		return true
 	})
-	if want := []string{"r/a/0", "r/a/1", "r/a/2", "r/a/5", "r/b/1"}; !slices.Equal(got, want) {
+	if want := []string{"r/a/0", "r/a/1", "r/a/2", "r/a/5", "r/b/1", "r/b/2"}; !slices.Equal(got, want) {
 		t.Fatalf("open-ended scan = %v, want %v", got, want)
 	}
 }

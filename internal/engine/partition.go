@@ -106,10 +106,12 @@ type Partition struct {
 	delta    *Delta
 	inflight []*Delta
 	counters []*counter
-	// floors is, per time-ordered prefix, where its next due scan starts
-	// (scanDue); in memory only, so a restart scans each range once whole.
-	floors map[string]string
-	err    error
+	// ordered lists the time-ordered prefixes scanned again and again
+	// (scanDue), the only ones a delta indexes, each with where its next
+	// due scan starts; in memory only, so a restart scans each range once
+	// whole.
+	ordered []orderedPrefix
+	err     error
 	// retention is how long resolved violations are kept (and their ids
 	// after that); DefaultViolationRetention unless set.
 	retention time.Duration
@@ -257,6 +259,12 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 			tableOf(l.Stream)
 		}
 		p.evaluators = append(p.evaluators, ev)
+	}
+	p.ordered = append(p.ordered, orderedPrefix{prefix: statekey.IndexResolved}, orderedPrefix{prefix: statekey.IndexForget})
+	for _, ev := range p.evaluators {
+		for _, prefix := range ev.duePrefixes() {
+			p.ordered = append(p.ordered, orderedPrefix{prefix: prefix})
+		}
 	}
 	if err := p.load(snap); err != nil {
 		return nil, fmt.Errorf("load partition %d: %w", id, err)
@@ -508,13 +516,13 @@ func (p *Partition) PendingCount() int {
 func (p *Partition) TakeDelta() *Delta {
 	for name, st := range p.streams {
 		if st.dirty {
-			p.delta.set(statekey.Stream+name, Op{Value: statekey.TimeBytes(st.maxEventTime)})
+			p.delta.set(statekey.Stream+name, Op{Value: statekey.TimeBytes(st.maxEventTime)}, false)
 			st.dirty = false
 		}
 	}
 	for _, c := range p.counters {
 		if c.dirty {
-			p.delta.set(c.key, Op{Value: binary.AppendVarint(nil, c.n)})
+			p.delta.set(c.key, Op{Value: binary.AppendVarint(nil, c.n)}, false)
 			c.dirty = false
 		}
 	}

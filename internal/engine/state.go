@@ -37,11 +37,14 @@ type Delta struct {
 	// alerting side and the violation API once the delta is durable.
 	Changed []violation.Violation
 
-	// index holds the keys the partition wrote to Ops in order, so that a
-	// range scan visits only the delta's keys in its range instead of every
-	// key of every delta in flight (per event, that was quadratic in the
-	// batch). It may hold keys since deleted from Ops; nil for a delta not
-	// made by a partition, which a scan then reads in full.
+	// index holds, in order, the keys the partition wrote to Ops under its
+	// time-ordered prefixes (the ones scanned again and again: deadlines,
+	// buffers, expiries), so that such a range scan visits only the delta's
+	// keys in its range instead of every key of every delta in flight (per
+	// event, that was quadratic in the batch). Point keys (records,
+	// entities, violations) are left out: indexing them cost a tenth of the
+	// per-event path. It may hold keys since deleted from Ops; nil for a
+	// delta not made by a partition, which a scan then reads in full.
 	index *btree.BTreeG[string]
 
 	durable atomic.Bool
@@ -52,18 +55,21 @@ func newDelta(capacity int) *Delta {
 	return &Delta{Ops: make(map[string]Op, capacity), index: btree.NewOrderedG[string](32)}
 }
 
-// set records op for key, in Ops and in the key index.
-func (d *Delta) set(key string, op Op) {
-	if _, ok := d.Ops[key]; !ok && d.index != nil {
-		d.index.ReplaceOrInsert(key)
+// set records op for key in Ops, and in the key index when indexed.
+func (d *Delta) set(key string, op Op, indexed bool) {
+	if indexed && d.index != nil {
+		if _, ok := d.Ops[key]; !ok {
+			d.index.ReplaceOrInsert(key)
+		}
 	}
 	d.Ops[key] = op
 }
 
 // rangeOps calls fn for every key of Ops in [start, end) (end "" for no
-// upper bound), through the index when the delta has one.
-func (d *Delta) rangeOps(start, end string, fn func(key string, op Op)) {
-	if d.index == nil {
+// upper bound), through the index when the delta has one and the range is
+// one of the indexed prefixes'.
+func (d *Delta) rangeOps(start, end string, indexed bool, fn func(key string, op Op)) {
+	if d.index == nil || !indexed {
 		for k, op := range d.Ops {
 			if k >= start && (end == "" || k < end) {
 				fn(k, op)

@@ -57,6 +57,8 @@ func (s *stateRule) checkKey(deadline time.Time, key, id string) string {
 	return s.timeKey("d", deadline, key, true, id)
 }
 
+func (s *stateRule) duePrefixes() []string { return []string{s.key("d", "")} }
+
 func (s *stateRule) pending() int { return int(s.n.n) }
 
 func (s *stateRule) extract(ev *rules.Event, _ *sideRef, m *match) error {

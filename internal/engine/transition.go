@@ -72,6 +72,8 @@ func (t *transition) load() {
 	t.pendingGauge.Set(float64(t.n.n))
 }
 
+func (t *transition) duePrefixes() []string { return []string{t.key("q", ""), t.key("E", "")} }
+
 func (t *transition) pending() int { return int(t.n.n) }
 
 func (t *transition) extract(ev *rules.Event, _ *sideRef, m *match) error {

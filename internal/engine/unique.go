@@ -57,6 +57,8 @@ func (u *unique) load() {
 	u.pendingGauge.Set(float64(u.n.n))
 }
 
+func (u *unique) duePrefixes() []string { return []string{u.expiryPrefix()} }
+
 func (u *unique) pending() int { return 0 }
 
 func (u *unique) extract(*rules.Event, *sideRef, *match) error { return nil }
