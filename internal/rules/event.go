@@ -171,6 +171,20 @@ func NewEvent(topic string, value []byte, f ValueFormat) (*Event, error) {
 // without copying it out of their decode buffer.
 type transientText interface {
 	transientTextField(name string) (string, bool)
+	transientStringField(name string) (string, bool)
+}
+
+// transientStringField is StringField sharing the parser's buffer: valid
+// until the Decoder that made the event decodes again.
+func (o jsonObject) transientStringField(field string) (string, bool) {
+	if v := o.v.Get(field); v != nil && v.Type() == fastjson.TypeString {
+		b, _ := v.StringBytes()
+		if len(b) == 0 {
+			return "", true
+		}
+		return unsafe.String(&b[0], len(b)), true
+	}
+	return "", false
 }
 
 // transientTextField is TextField sharing the parser's buffer: valid until

@@ -183,7 +183,13 @@ func (x *BoolExpr) Eval(ev *Event) (bool, error) {
 		return true, nil
 	}
 	if x.field != "" {
-		if s, ok := ev.fields.StringField(x.field); ok {
+		// The field is only compared: it need not be copied out of the
+		// decode buffer.
+		stringField := ev.fields.StringField
+		if t, ok := ev.fields.(transientText); ok {
+			stringField = t.transientStringField
+		}
+		if s, ok := stringField(x.field); ok {
 			return (s == x.literal) != x.negate, nil
 		}
 		// Missing or not a string: let CEL decide, with its errors and its
