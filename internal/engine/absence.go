@@ -205,7 +205,7 @@ func (a *absence) onExpect(key string, t, now time.Time) {
 		keep := r.pending[:0]
 		for _, pd := range r.pending {
 			if a.satisfies(t, pd.EventTime) {
-				a.p.del(a.deadlineKey(&pd))
+				a.delTimeKey("d", pd.Deadline, pd.Key, true, pd.EventID)
 				a.n.add(-1)
 				r.seen[i].triggers = append(r.seen[i].triggers, pd.EventID)
 				a.judged()

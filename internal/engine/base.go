@@ -106,6 +106,23 @@ func (b *ruleBase) key(kind, rest string) string {
 // timeKey returns the time-ordered key r/<rule>/<kind>/<time><key>, or with
 // withID r/<rule>/<kind>/<time><key>\x00<id>, built with one allocation.
 func (b *ruleBase) timeKey(kind string, t time.Time, key string, withID bool, id string) string {
+	return string(b.buildTimeKey(kind, t, key, withID, id))
+}
+
+// delTimeKey deletes the key timeKey names. A key written in the batch in
+// hand and never durable is dropped without building its string at all:
+// most deadlines are met in the batch that set them.
+func (b *ruleBase) delTimeKey(kind string, t time.Time, key string, withID bool, id string) {
+	kb := b.buildTimeKey(kind, t, key, withID, id)
+	if op, ok := b.p.delta.Ops[string(kb)]; ok && op.fresh {
+		delete(b.p.delta.Ops, string(kb))
+		return
+	}
+	b.p.del(string(kb))
+}
+
+// buildTimeKey builds timeKey's key in the partition's key buffer.
+func (b *ruleBase) buildTimeKey(kind string, t time.Time, key string, withID bool, id string) []byte {
 	kb := append(b.p.kb[:0], b.prefix...)
 	kb = append(append(kb, kind...), '/')
 	kb = append(statekey.AppendTime(kb, t), key...)
@@ -113,7 +130,7 @@ func (b *ruleBase) timeKey(kind string, t time.Time, key string, withID bool, id
 		kb = append(append(kb, 0), id...)
 	}
 	b.p.kb = kb
-	return string(kb)
+	return kb
 }
 
 // computeWatermark moves the rule's watermark: the minimum over its inputs,

@@ -128,7 +128,7 @@ func (s *stateRule) apply(m *match, now time.Time) {
 	keep := refs[:0:0]
 	for _, c := range refs {
 		if c.eventTime.Before(m.time) && !m.time.After(c.deadline) {
-			s.p.del(s.checkKey(c.deadline, m.key, c.id))
+			s.delTimeKey("d", c.deadline, m.key, true, c.id)
 			if !m.holds || (s.spec.Until != nil && !m.deadline.Equal(c.deadline)) {
 				s.judged()
 			}

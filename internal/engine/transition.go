@@ -173,7 +173,7 @@ func (t *transition) step(e *transitionEvent, now time.Time) {
 	}
 	t.judged()
 	if cur != nil {
-		t.p.del(t.timeKey("E", cur.Time, e.Key, false, ""))
+		t.delTimeKey("E", cur.Time, e.Key, false, "")
 	}
 	t.p.put(t.key("e", e.Key), make(enc, 0, len(e.State)+len(e.EventID)+2*binary.MaxVarintLen32+17).str(e.State).str(e.EventID).time(e.EventTime).f64(e.Version).flag(e.HasVersion), cur == nil)
 	t.p.put(t.timeKey("E", e.EventTime, e.Key, false, ""), nil, true)
