@@ -78,15 +78,6 @@ func impactText(u quantity.Unit, v violation.Violation) string {
 	return v.ImpactBand + " " + u.Name
 }
 
-// aggregate summarizes open in one pass.
-func aggregate(rule string, unit quantity.Unit, open map[string]violation.Violation) Aggregate {
-	a := newAggregator(rule, unit)
-	for _, v := range open {
-		a.add(&v)
-	}
-	return a.result()
-}
-
 // readAggregate summarizes a rule's open violations as src reads them, one
 // at a time: what it keeps is the Aggregate and the set of distinct
 // customers, never the violations.

@@ -215,17 +215,55 @@ func testConfig(clk *stepClock, urls ...string) Config {
 	}
 }
 
-func newManager(t *testing.T, cfg Config, db *joinstate.Store, reg prometheus.Registerer) *Manager {
+// testManager is a Manager that reads its open violations from a group
+// view in its test database, as the monitor's does. Its Observe and Seed
+// write the view first and then tell the manager what changed, as the
+// follower of the group's stream does.
+type testManager struct {
+	*Manager
+	t    *testing.T
+	view *joinstate.GroupView
+}
+
+func newManager(t *testing.T, cfg Config, db *joinstate.Store, reg prometheus.Registerer) *testManager {
 	t.Helper()
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := NewManager(cfg, db.Namespace(joinstate.AlertNamespace), reg, zaptest.NewLogger(t))
+	view := db.GroupView()
+	m, err := NewManager(cfg, db.Namespace(joinstate.AlertNamespace), view, reg, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	return m
+	return &testManager{Manager: m, t: t, view: view}
+}
+
+// Observe applies vs to the view as changes read from the stream, and
+// tells the manager of those that changed it.
+func (m *testManager) Observe(vs ...violation.Violation) {
+	next, err := m.view.Next()
+	if err == nil {
+		vs, err = m.view.Apply(next+int64(len(vs)), vs)
+	}
+	if err != nil {
+		m.t.Errorf("group view: %v", err)
+		return
+	}
+	m.Manager.Observe(vs...)
+}
+
+// Seed makes the view hold exactly the violations in open, as a view caught
+// up with the group's stream, and tells the manager it is caught up.
+func (m *testManager) Seed(open []violation.Violation) {
+	m.t.Helper()
+	if err := m.view.Reset(); err != nil {
+		m.t.Fatalf("group view: %v", err)
+	}
+	if _, err := m.view.Apply(int64(len(open)), open); err != nil {
+		m.t.Fatalf("group view: %v", err)
+	}
+	m.Manager.CaughtUp()
 }
 
 const ruleName = "payment_without_ledger"
@@ -257,7 +295,7 @@ func resolve(v violation.Violation, at time.Time) violation.Violation {
 	return v
 }
 
-func tick(t *testing.T, m *Manager) {
+func tick(t *testing.T, m *testManager) {
 	t.Helper()
 	if err := m.Tick(t.Context()); err != nil {
 		t.Fatalf("Tick: %v", err)

@@ -128,11 +128,12 @@ type Manager struct {
 	mu       sync.Mutex
 	rules    []*compiledRule
 	rulesSet bool
-	seeded   bool
-	open     map[string]map[string]violation.Violation // rule → violation id → violation (Seed/Observe)
-	// source, when set (ReadOpenFrom), is where open violations are read:
-	// then open stays empty and the manager keeps one Aggregate per rule,
-	// read again when Observe says the rule changed and every ResendInterval.
+	// caughtUp is set once source holds every change made before the
+	// manager started (CaughtUp).
+	caughtUp bool
+	// source is where open violations are read: the manager keeps one
+	// Aggregate per rule, read again when Observe says the rule changed and
+	// every ResendInterval, and no copy of the violations.
 	source    OpenViolations
 	aggs      map[string]Aggregate
 	stale     map[string]bool
@@ -159,18 +160,22 @@ type managerMetrics struct {
 	firing         *prometheus.GaugeVec
 }
 
-// NewManager returns a manager that sends to cfg.URLs and keeps its state in
-// kv, loading what a previous run left there. Its metrics are registered on
-// reg (nil: not registered).
+// NewManager returns a manager that sends to cfg.URLs, reads each rule's
+// open violations from open when it builds the rule's alert (the monitor's
+// group view), and keeps its own state in kv, loading what a previous run
+// left there. Its metrics are registered on reg (nil: not registered).
 //
-// Rule alerts are evaluated only once SetRules has been called and the open
-// violations are known: read from state (ReadOpenFrom), or handed over
-// (Seed). Until then the alerts loaded from kv keep firing (and are
-// re-sent), so a restart does not resolve a page just because the open
-// violations are not loaded yet. Conditions are persisted and need neither.
-func NewManager(cfg Config, kv Store, reg prometheus.Registerer, logger *zap.Logger) (*Manager, error) {
+// Rule alerts are evaluated only once SetRules has been called and open is
+// known to be complete (CaughtUp). Until then the alerts loaded from kv
+// keep firing (and are re-sent), so a restart does not resolve a page just
+// because the open violations are not read yet. Conditions are persisted
+// and need neither.
+func NewManager(cfg Config, kv Store, open OpenViolations, reg prometheus.Registerer, logger *zap.Logger) (*Manager, error) {
 	if kv == nil {
 		return nil, errNoStore
+	}
+	if open == nil {
+		return nil, errNoSource
 	}
 	cfg = cfg.withDefaults()
 	if logger == nil {
@@ -187,7 +192,9 @@ func NewManager(cfg Config, kv Store, reg prometheus.Registerer, logger *zap.Log
 		now:          cfg.Now,
 		store:        store{kv: kv},
 		logger:       logger,
-		open:         make(map[string]map[string]violation.Violation),
+		source:       open,
+		aggs:         make(map[string]Aggregate),
+		stale:        make(map[string]bool),
 		conds:        make(map[string]desiredAlert),
 		alerts:       make(map[string]*alertState),
 		refused:      make(map[string]map[string]sendRecord),
@@ -298,82 +305,27 @@ func (m *Manager) SetRules(specs []RuleSpec) error {
 	return nil
 }
 
-// ReadOpenFrom makes the manager read each rule's open violations from src
-// when it builds the rule's alert, instead of keeping a copy of them: it
-// holds one Aggregate per rule, read again on the first Tick after Observe
-// reports a change of the rule and every ResendInterval. Seed is then not
-// needed. Call it before the first Tick; the state src reads must reflect
-// every violation change before it is observed.
-func (m *Manager) ReadOpenFrom(src OpenViolations) {
+// CaughtUp tells the manager that its source of open violations holds
+// every change made before the manager started. Before it no rule alert
+// fires or resolves: a source still catching up may hold a violation open
+// that another member has resolved since.
+func (m *Manager) CaughtUp() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.source = src
-	m.open = make(map[string]map[string]violation.Violation)
-	m.aggs = make(map[string]Aggregate)
-	m.stale = make(map[string]bool)
+	m.caughtUp = true
+	m.refreshed = time.Time{}
 }
 
-// Seed replaces the set of open violations with open, the store's view at
-// start-up. Violations in open that are not in state Open are ignored. Call
-// it once before the first Observe. With ReadOpenFrom it only marks every
-// rule to be read again.
-func (m *Manager) Seed(open []violation.Violation) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.source != nil {
-		m.refreshed = time.Time{}
-		return
-	}
-	m.open = make(map[string]map[string]violation.Violation)
-	n := 0
-	for _, v := range open {
-		if v.State == violation.Open {
-			m.addOpenLocked(v)
-			n++
-		}
-	}
-	m.seeded = true
-	m.logger.Info("seeded open violations", zap.Int("open", n))
-}
-
-// Observe records violations that opened or resolved. Call it after the
-// state write that made them durable. It is idempotent: observing the same
-// violation again (a redelivery, a replay) changes nothing. With
-// ReadOpenFrom it only marks their rules to be read again.
+// Observe tells the manager that violations opened or resolved in its
+// source: their rules are read again on the next Tick. Call it after the
+// source reflects them. Observing a change again (a redelivery, a replay)
+// costs a read and changes nothing.
 func (m *Manager) Observe(vs ...violation.Violation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.source != nil {
-		for _, v := range vs {
-			m.stale[v.Rule] = true
-		}
-		return
-	}
 	for _, v := range vs {
-		switch v.State {
-		case violation.Open:
-			m.addOpenLocked(v)
-		case violation.Resolved:
-			if byID := m.open[v.Rule]; byID != nil {
-				delete(byID, v.ID)
-				if len(byID) == 0 {
-					delete(m.open, v.Rule)
-				}
-			}
-		default:
-			m.logger.Warn("ignoring violation in unknown state",
-				zap.String("rule", v.Rule), zap.String("id", v.ID), zap.String("state", string(v.State)))
-		}
+		m.stale[v.Rule] = true
 	}
-}
-
-func (m *Manager) addOpenLocked(v violation.Violation) {
-	byID := m.open[v.Rule]
-	if byID == nil {
-		byID = make(map[string]violation.Violation)
-		m.open[v.Rule] = byID
-	}
-	byID[v.ID] = v
 }
 
 // SetCondition fires (active) or resolves (!active) a synthetic alert that

@@ -17,7 +17,7 @@ import (
 	"github.com/invmon/invmon/internal/violation"
 )
 
-func readyManager(t *testing.T, cfg Config, db *joinstate.Store, rules ...RuleSpec) *Manager {
+func readyManager(t *testing.T, cfg Config, db *joinstate.Store, rules ...RuleSpec) *testManager {
 	t.Helper()
 	m := newManager(t, cfg, db, nil)
 	if len(rules) == 0 {

@@ -85,9 +85,6 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 		name := cr.spec.Name
 		current[name] = true
 		agg, ok := m.aggs[name]
-		if m.source == nil {
-			agg, ok = aggregate(name, cr.spec.Impact, m.open[name]), true
-		}
 		if !ok {
 			continue // not read yet: ready is false, nothing is resolved
 		}
@@ -132,11 +129,8 @@ func (m *Manager) desiredLocked() map[string]desiredAlert {
 // readyLocked reports whether the rules and their open violations are
 // known, so that a rule alert missing from the desired set may be resolved.
 func (m *Manager) readyLocked() bool {
-	if !m.rulesSet {
+	if !m.rulesSet || !m.caughtUp {
 		return false
-	}
-	if m.source == nil {
-		return m.seeded
 	}
 	for _, cr := range m.rules {
 		if _, ok := m.aggs[cr.spec.Name]; !ok {
@@ -152,7 +146,7 @@ func (m *Manager) readyLocked() bool {
 // is then corrected within one resend). A rule whose read fails keeps its
 // previous aggregate: a state read error must not resolve a page.
 func (m *Manager) refreshAggregatesLocked(now time.Time) {
-	if m.source == nil || !m.rulesSet {
+	if !m.rulesSet {
 		return
 	}
 	full := m.refreshed.IsZero() || now.Sub(m.refreshed) >= m.cfg.ResendInterval

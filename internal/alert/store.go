@@ -23,7 +23,8 @@ type Store interface {
 
 // OpenViolations is where the manager reads a rule's open violations when
 // it builds or refreshes the rule's alert, so it keeps no copy of them
-// (joinstate.Store implements it with its rule-and-state index).
+// (joinstate.GroupView, the group's violations, implements it with its
+// rule-and-state index; Violations is a list held anyway).
 type OpenViolations interface {
 	// EachOpen calls fn with every open violation of rule. It stops at fn's
 	// first error and returns it.
@@ -83,4 +84,23 @@ func load[T any](kv Store, prefix string, fn func(key string, v *T)) error {
 	})
 }
 
-var errNoStore = errors.New("alert manager needs a store")
+var (
+	errNoStore  = errors.New("alert manager needs a store")
+	errNoSource = errors.New("alert manager needs a source of open violations")
+)
+
+// Violations is a source of open violations over a list the caller holds
+// anyway (a replay's findings).
+type Violations []violation.Violation
+
+// EachOpen calls fn with every open violation of rule in the list.
+func (l Violations) EachOpen(rule string, fn func(*violation.Violation) error) error {
+	for i := range l {
+		if l[i].Rule == rule && l[i].State == violation.Open {
+			if err := fn(&l[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

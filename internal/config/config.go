@@ -144,12 +144,16 @@ type Kafka struct {
 	DLQTopic string `yaml:"dlq_topic"`
 	// Changelog appends every state write to the compacted topic
 	// "<group>.changelog", so that a member that gains a partition (after a
-	// rebalance, or on a new machine) restores its state. Default true.
+	// rebalance, or on a new machine) restores its state. Default true. It
+	// governs the state changelog only: the group's stream of violation
+	// changes ("<group>.violations-state"), which alerting and the API read
+	// through the group view, is written either way.
 	Changelog bool `yaml:"changelog"`
 	// ViolationEventsTopic, when set, receives every violation opening and
 	// resolution exactly once (keyed by violation id, minimised by the
 	// privacy settings), for other systems such as repair workflows. It is
-	// not the internal "<group>.violations-state" that alerting reads.
+	// not the internal "<group>.violations-state" that alerting and the API
+	// read.
 	// Default none.
 	ViolationEventsTopic string `yaml:"violation_events_topic"`
 	// ViolationsTopic is ViolationEventsTopic's former name, still read

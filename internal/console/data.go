@@ -22,8 +22,9 @@ import (
 
 // Sources are what the console reads; each is called per request.
 type Sources struct {
-	// Store holds the violations (the same store the JSON API reads).
-	Store *joinstate.Store
+	// Store holds the violations (the same the JSON API reads): the
+	// monitor's group view, the whole group's violations.
+	Store joinstate.ViolationReader
 	// Rules returns the rules in force.
 	Rules func() *rules.RuleSet
 	// Gatherer is the monitor's registry: severities, watermarks, lag.
@@ -99,12 +100,12 @@ func (s Sources) violations(q violationQuery) (page, error) {
 
 // allOf returns every violation of a rule (for its chart).
 func (s Sources) allOf(rule string) ([]violation.Violation, error) {
-	return s.Store.Violations(joinstate.Filter{Rule: rule})
+	return joinstate.AllViolations(s.Store, joinstate.Filter{Rule: rule})
 }
 
 // open returns every open violation, for the overview's sums.
 func (s Sources) open() ([]violation.Violation, error) {
-	return s.Store.Violations(joinstate.Filter{State: violation.Open})
+	return joinstate.AllViolations(s.Store, joinstate.Filter{State: violation.Open})
 }
 
 // violation returns the violation with the id, or false.

@@ -4,18 +4,22 @@ package consumer
 // offsets and queues it; one goroutine (committer) then makes the batches
 // durable in order, while the poll loop already evaluates the next:
 //
-//  1. dead letters, changelog records and (with Feed) the batch's violation
-//     changes (package changes) are produced and
-//     acknowledged (bounded by kafka.produce_timeout);
+//  1. dead letters, changelog records (with kafka.changelog) and the batch's
+//     violation changes (the group's stream, package changes, always) are
+//     produced and acknowledged (bounded by kafka.produce_timeout);
 //  2. the state changes, the applied offsets and the outbox entries are one
 //     Badger commit, synced to disk;
-//  3. the Kafka offset commit is sent, asynchronously;
-//  4. the batch's violation changes go to OnCommit (alerting).
+//  3. the Kafka offset commit is sent, asynchronously.
+//
+// Alerting and the API learn of the changes from the stream (changes.Follow
+// into the group view), not from here: the stream holds at least what the
+// state holds because of the order of 1 and 2.
 //
 // A crash before 2 loses the batch's state, and the records are read and
-// applied again (a dead letter may then appear twice; changelog and feed
-// records are keyed, so compaction keeps one). A crash between 2 and 3
-// costs a re-read: records at or below the applied offsets are skipped.
+// applied again (a dead letter may then appear twice; changelog and stream
+// records are keyed, and a change made again is the same change, ids being
+// deterministic). A crash between 2 and 3 costs a re-read: records at or
+// below the applied offsets are skipped.
 // Nothing after a failed batch is made durable or committed: the failure
 // stops the consumer at its next poll.
 
@@ -40,9 +44,9 @@ type batch struct {
 	offsets        map[string]map[int32]kgo.EpochOffset
 }
 
-// committer makes batches durable, in order: dead letters and changelog,
-// then the synced Badger commit, then the asynchronous Kafka commit and the
-// violations for alerting. A failure stops the consumer: the next poll
+// committer makes batches durable, in order: dead letters, changelog and
+// violation changes, then the synced Badger commit, then the asynchronous
+// Kafka commit. A failure stops the consumer: the next poll
 // returns it, and nothing after the failed batch is committed.
 func (c *Consumer) committer() {
 	for b := range c.commitq {
@@ -57,29 +61,27 @@ func (c *Consumer) committer() {
 }
 
 func (c *Consumer) commit(b *batch) error {
-	// Dead letters and the changelog first: once the local state says a
-	// record is applied it is never read again, so its dead letter must be
-	// safe before that, and the changelog must hold at least what the local
-	// state holds.
+	// Dead letters, the changelog and the violation changes first: once the
+	// local state says a record is applied it is never read again, so its
+	// dead letter must be safe before that, and the changelog and the
+	// group's stream must hold at least what the local state holds.
 	out := append(b.dlq, b.changelog...)
-	if c.cfg.Feed {
-		var changed []violation.Violation
-		for _, pd := range b.deltas {
-			changed = append(changed, pd.Delta.Changed...)
-		}
-		feed, err := changes.Records(c.cfg.Group, changed)
-		if err != nil {
-			return err
-		}
-		out = append(out, feed...)
+	var changed []violation.Violation
+	for _, pd := range b.deltas {
+		changed = append(changed, pd.Delta.Changed...)
 	}
+	stream, err := changes.Records(c.cfg.Group, changed)
+	if err != nil {
+		return err
+	}
+	out = append(out, stream...)
 	if len(out) > 0 {
 		if c.beforeProduce != nil {
 			c.beforeProduce(out)
 		}
 		results, err := c.produceBounded(out)
 		if err != nil {
-			return fmt.Errorf("produce dead letters and changelog: %w", err)
+			return fmt.Errorf("produce dead letters, changelog and violation changes: %w", err)
 		}
 		ends := map[int32]int64{}
 		for _, r := range results {
@@ -106,13 +108,6 @@ func (c *Consumer) commit(b *batch) error {
 	c.setDurable(b.offsets)
 	c.cl.CommitOffsets(context.Background(), b.offsets, c.onCommitted)
 	c.ready.Store(true)
-	var changed []violation.Violation
-	for _, pd := range b.deltas {
-		changed = append(changed, pd.Delta.Changed...)
-	}
-	if c.cfg.OnCommit != nil && len(changed) > 0 {
-		c.cfg.OnCommit(changed)
-	}
 	return nil
 }
 

@@ -24,7 +24,6 @@ import (
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/rules"
-	"github.com/invmon/invmon/internal/violation"
 )
 
 // Config configures the consumer.
@@ -40,11 +39,6 @@ type Config struct {
 	DLQTopic string
 	// InstanceID enables static group membership when set. Default none.
 	InstanceID string
-	// Feed writes every violation change to the group's stream of violation
-	// changes (package changes, "<group>.violations-state") so that every
-	// member pages with the whole group's violations. Default off; monitor
-	// enables it with the changelog.
-	Feed bool
 	// Changelog appends every state write to "<group>.changelog" so a member
 	// that gains a partition restores its state from there. Default off;
 	// monitor enables it unless configured otherwise.
@@ -56,7 +50,7 @@ type Config struct {
 	// arrive, so absence is detected on a silent stream. Default 1s.
 	TickInterval time.Duration
 	// ProduceTimeout bounds how long a batch waits for the brokers to
-	// acknowledge its dead letters, changelog and feed records; past it the
+	// acknowledge its dead letters, changelog and violation-change records; past it the
 	// batch fails and Run returns the error, committing nothing after the
 	// last durable batch. Default 2m, as Kafka's delivery.timeout.ms: a broker
 	// restart is ridden out.
@@ -75,9 +69,6 @@ type Config struct {
 	// Registerer receives the consumer's and the Kafka client's metrics; nil
 	// registers nothing.
 	Registerer prometheus.Registerer
-	// OnCommit is called, after each durable commit, with the violations that
-	// opened or resolved in it. Optional.
-	OnCommit func([]violation.Violation)
 	// OnBlind is called after every batch and tick with the streams that lag
 	// another input of their rules beyond their max_lag, and by how much
 	// (the maximum over this member's partitions). Optional.
@@ -244,7 +235,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 			Name: "invmon_dead_letters_total", Help: "Records sent to the dead-letter topic, per source topic and reason.",
 		}, []string{"topic", "reason"}),
 		produceFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invmon_state_produce_failures_total", Help: "Batches whose dead letters, changelog or feed records were not acknowledged in time; each stops the member without committing.",
+			Name: "invmon_state_produce_failures_total", Help: "Batches whose dead letters, changelog or violation-change records were not acknowledged in time; each stops the member without committing.",
 		}),
 		schemaRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invmon_schema_registry_retries_total", Help: "Records held back, to be read again, because the Schema Registry could not serve their schema; per topic.",
@@ -277,7 +268,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(c.lag, c.dlqOut, c.skipped, c.restoring, c.restored, c.owned, c.produceFailures, c.schemaRetries, c.waitingParts,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and feed records; 0 when none waits.",
+				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and violation-change records; 0 when none waits.",
 			}, c.produceWaiting))
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
 	}

@@ -66,10 +66,11 @@ func (c *Consumer) checkTopics(ctx context.Context) error {
 			return err
 		}
 	}
-	if c.cfg.Feed {
-		if err := changes.EnsureTopic(ctx, c.adm, c.cfg.Group); err != nil {
-			return err
-		}
+	// The group's stream of violation changes is written whatever the
+	// changelog setting: it is how every member's alerting and API learn
+	// of the group's violations.
+	if err := changes.EnsureTopic(ctx, c.adm, c.cfg.Group); err != nil {
+		return err
 	}
 	if d, ok := details[c.cfg.DLQTopic]; !ok || d.Err != nil {
 		if _, err := kafkaconn.EnsureTopic(ctx, c.adm, c.cfg.DLQTopic, 1, nil); err != nil {

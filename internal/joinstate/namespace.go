@@ -75,18 +75,8 @@ func (n *Namespace) Scan(prefix string, fn func(key string, value []byte) error)
 	})
 }
 
-// EachOpen calls fn with every open violation of rule, on every partition:
-// a walk of the rule-and-state index, reading one violation at a time.
-func (s *Store) EachOpen(rule string, fn func(*violation.Violation) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		spaces, err := partitionSpaces(txn)
-		if err != nil {
-			return err
-		}
-		return eachOpenIn(txn, spaces, rule, fn)
-	})
-}
-
+// eachOpenIn calls fn with every open violation of rule in spaces: a walk
+// of their rule-and-state index, reading one violation at a time.
 func eachOpenIn(txn *badger.Txn, spaces []space, rule string, fn func(*violation.Violation) error) error {
 	for _, sp := range spaces {
 		if err := eachOpenOf(txn, sp, rule, fn); err != nil {

@@ -1,6 +1,6 @@
 // Package kafkaconn turns the kafka section of the configuration into the
 // franz-go options with which every Kafka client of the monitor reaches the
-// cluster: the group consumer, the changelog, dead-letter, feed and
+// cluster: the group consumer, the changelog, dead-letter, violation-changes and
 // violation-events-topic clients, the admin client, replay and simulate. One place
 // builds them, so a setting cannot reach one client and miss another.
 //

@@ -79,7 +79,13 @@ func newAlertManager(t *testing.T, am config.Alertmanager) (*alert.Manager, erro
 	t.Cleanup(func() { _ = store.Close() })
 	acfg := alert.ConfigFrom(am)
 	acfg.Backoff = alert.BackoffConfig{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, MaxAttempts: 2}
-	m, err := alert.NewManager(acfg, store.Namespace(joinstate.AlertNamespace), prometheus.NewRegistry(), zap.NewNop())
+	// The group view holds the violation these tests page on, as the
+	// group's stream would have put it there.
+	view := store.GroupView()
+	if _, err := view.Apply(1, []violation.Violation{missingLedger}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := alert.NewManager(acfg, store.Namespace(joinstate.AlertNamespace), view, prometheus.NewRegistry(), zap.NewNop())
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +93,7 @@ func newAlertManager(t *testing.T, am config.Alertmanager) (*alert.Manager, erro
 	if err := m.SetRules([]alert.RuleSpec{{Name: "captured_payment_has_ledger_entry"}}); err != nil {
 		t.Fatal(err)
 	}
-	m.Seed(nil)
+	m.CaughtUp()
 	return m, nil
 }
 

@@ -55,11 +55,14 @@ type Options struct {
 
 // Monitor is one running monitor process.
 type Monitor struct {
-	opts     Options
-	log      *zap.Logger
-	rules    atomic.Pointer[rules.RuleSet]
-	reg      *prometheus.Registry
-	store    *joinstate.Store
+	opts  Options
+	log   *zap.Logger
+	rules atomic.Pointer[rules.RuleSet]
+	reg   *prometheus.Registry
+	store *joinstate.Store
+	// view is the group's violations, followed from the group's stream of
+	// violation changes: what alerting and the API read.
+	view     *joinstate.GroupView
 	consumer *consumer.Consumer
 	alerts   *alert.Manager
 	outbox   *outbox.Publisher
@@ -176,19 +179,16 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 	acfg.ExternalURL = cfg.HTTP.ExternalURL
 	acfg.Now = opts.Now
 	acfg.Minimize = m.minimize
-	if m.alerts, err = alert.NewManager(acfg, m.store.Namespace(joinstate.AlertNamespace), m.reg, m.log.Named("alert")); err != nil {
+	// Alerting reads each rule's open violations from the group view,
+	// whatever kafka.changelog says: the whole group's, as the stream of
+	// violation changes has them (Run follows it). Nothing about a rule is
+	// sent before the view has caught up with the stream.
+	m.view = m.store.GroupView()
+	if m.alerts, err = alert.NewManager(acfg, m.store.Namespace(joinstate.AlertNamespace), m.view, m.reg, m.log.Named("alert")); err != nil {
 		return nil, err
 	}
 	if err = m.alerts.SetRules(alert.SpecsOf(rs)); err != nil {
 		return nil, err
-	}
-	if !cfg.Kafka.Changelog {
-		// One member owns every partition: its state is the whole truth,
-		// and alerting reads each rule's open violations from its index.
-		// With the changelog, alerting is seeded from the group's feed in
-		// Run instead: the local state may be stale, resolved since by
-		// another member, and nothing is sent before the feed caught up.
-		m.alerts.ReadOpenFrom(m.store)
 	}
 	// A wrong password, CA or certificate stops the start here with the
 	// broker's name and the cause, rather than in a client's retry loop.
@@ -211,7 +211,6 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		DLQTopic:           cfg.Kafka.DLQTopic,
 		InstanceID:         cfg.Kafka.InstanceID,
 		Changelog:          cfg.Kafka.Changelog,
-		Feed:               cfg.Kafka.Changelog,
 		TickInterval:       opts.TickInterval,
 		ProduceTimeout:     cfg.Kafka.ProduceTimeout,
 		TimeBounds:         engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
@@ -219,7 +218,6 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		Opts:               m.kopts,
 		Now:                opts.Now,
 		Registerer:         m.reg,
-		OnCommit:           m.onCommit,
 		OnBlind:            m.onBlind,
 	}, rs, m.store, engine.NewMetrics(m.reg), m.log.Named("consumer"))
 	if err != nil {
@@ -243,7 +241,7 @@ func (m *Monitor) listen(cfg config.HTTP, sloCfg config.SLO) error {
 	}
 	handler := server.New(server.Sources{
 		Sources: console.Sources{
-			Store: m.store, Rules: m.Rules, Gatherer: m.reg,
+			Store: m.view, Rules: m.Rules, Gatherer: m.reg,
 			Blind: m.BlindStreams, Brokers: m.opts.Config.Kafka.Brokers, Minimize: m.minimize,
 			SLO: func(ctx context.Context) map[string]slo.Status {
 				return slo.Statuses(ctx, m.Rules(), sloCfg.PrometheusURL, nil)
@@ -301,9 +299,16 @@ func (m *Monitor) HTTPAddr() string {
 // Stats returns the consumer's progress.
 func (m *Monitor) Stats() consumer.Stats { return m.consumer.Stats() }
 
-// Violations lists durable violations.
+// Violations lists the durable violations of the partitions this member
+// evaluated (its state, not the group view the API serves).
 func (m *Monitor) Violations(f joinstate.Filter) ([]violation.Violation, error) {
 	return m.store.Violations(f)
+}
+
+// GroupViolations lists the group's violations as this member's group view
+// holds them: what the API serves and alerting aggregates.
+func (m *Monitor) GroupViolations(f joinstate.Filter) ([]violation.Violation, error) {
+	return m.view.Violations(f)
 }
 
 // Rules returns the rules in force.
@@ -321,13 +326,15 @@ func (m *Monitor) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { m.store.RunGC(ctx, 5*time.Minute); return nil })
-	if m.opts.Config.Kafka.Changelog {
-		// With the changelog, partitions may be spread over several members:
-		// alerts follow the whole group's violation changes.
-		g.Go(func() error {
-			return changes.Follow(ctx, m.opts.Config.Kafka.Brokers, m.kopts, m.opts.Config.Kafka.Group, m.log.Named("changes"), m.alerts)
+	// Every member follows the whole group's violation changes into its
+	// group view, and tells alerting what changed.
+	g.Go(func() error {
+		return changes.Follow(ctx, changes.FollowConfig{
+			Brokers: m.opts.Config.Kafka.Brokers, Opts: m.kopts, Group: m.opts.Config.Kafka.Group,
+			View: m.view, Retention: m.opts.Config.State.ViolationRetention, Now: m.opts.Now,
+			Subscribers: []changes.Subscriber{m.alerts}, Log: m.log.Named("changes"),
 		})
-	}
+	})
 	if m.outbox != nil {
 		g.Go(func() error { return m.outbox.Run(ctx) })
 	}
@@ -454,12 +461,4 @@ func (m *Monitor) BlindStreams() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// onCommit passes a durable batch's violation changes to alerting, unless
-// alerting follows the group's violation feed instead.
-func (m *Monitor) onCommit(vs []violation.Violation) {
-	if !m.opts.Config.Kafka.Changelog {
-		m.alerts.Observe(vs...)
-	}
 }

@@ -40,7 +40,8 @@ func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]stri
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	cfg.Minimize = minimize
-	mgr, err := alert.NewManager(cfg, r.store.Namespace(joinstate.AlertNamespace), nil, r.log.Named("alert"))
+	// The findings are the complete set of open violations to page on.
+	mgr, err := alert.NewManager(cfg, r.store.Namespace(joinstate.AlertNamespace), alert.Violations(r.open), nil, r.log.Named("alert"))
 	if err != nil {
 		return nil, fmt.Errorf("replay: alert manager: %w", err)
 	}
@@ -67,7 +68,7 @@ func page(ctx context.Context, o Options, r *runner, rep *report.Report) ([]stri
 	if err := mgr.SetRules(specs); err != nil {
 		return nil, fmt.Errorf("replay: alert rules: %w", err)
 	}
-	mgr.Seed(r.open)
+	mgr.CaughtUp()
 	if err := mgr.Tick(ctx); err != nil {
 		return nil, fmt.Errorf("replay: page: %w", err)
 	}
