@@ -16,10 +16,11 @@
 //
 // The topic holds at least what the members' durable state holds; it may
 // hold a change twice (produced again after a crash between the
-// acknowledgement and the state commit, ids being deterministic) or a
-// change whose state commit never happened and that the records' new
-// reading makes again. The view applies the latest change of each violation
-// and reports a change equal to what it holds as none.
+// acknowledgement and the state commit, ids being deterministic), and a
+// change whose state commit a crash lost, which the records' new reading
+// usually, but for a clock-dependent verdict not always, makes again (see
+// docs/ARCHITECTURE.md). The view applies the latest change of each
+// violation and reports a change equal to what it holds as none.
 //
 // This topic is internal and holds the group's violations as they are (the
 // latest record of each id). It is not the violation events topic

@@ -66,8 +66,10 @@ http: {listen: %q}
 		n, err := metricSum(mon.http, "invmon_records_skipped_total")
 		return err == nil && n == 7
 	})
-	if got := mon.violations(t); len(got) != 5 {
-		t.Fatalf("after re-reading: %v", got)
+	// The API serves the new group's view of its own stream of violation
+	// changes, which the re-reading left empty: it decided nothing again.
+	if got := mon.violations(t); len(got) != 0 {
+		t.Fatalf("after re-reading, the new group's view lists %v", got)
 	}
 	mon.stop()
 
