@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -43,6 +44,11 @@ type Options struct {
 	NumCompactors int
 	// InMemory keeps everything in memory (for the demo and tests). Default false.
 	InMemory bool
+	// ReleaseMappedEvery is how often the resident pages of Badger's
+	// memory-mapped table files are handed back to the kernel's page cache
+	// (see mapped.go), so that they do not grow the process's RSS with the
+	// state on disk. Default 1s; negative never.
+	ReleaseMappedEvery time.Duration
 }
 
 // DefaultCacheSize is Options.CacheSize's default: a monitor of about
@@ -72,6 +78,9 @@ func (o Options) withDefaults() Options {
 	if o.NumCompactors == 0 {
 		o.NumCompactors = 2
 	}
+	if o.ReleaseMappedEvery == 0 {
+		o.ReleaseMappedEvery = time.Second
+	}
 	return o
 }
 
@@ -79,6 +88,11 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	db  *badger.DB
 	log *zap.Logger
+	// dir is the state directory, absolute ("" in memory).
+	dir string
+	// stopRelease ends the loop releasing the table files' resident pages;
+	// releaseDone is closed when it has ended. Nil when it does not run.
+	stopRelease, releaseDone chan struct{}
 	// outbox, when enabled, queues every violation change for publication
 	// in the same transaction as the change (see outbox.go).
 	outbox     bool
@@ -131,7 +145,18 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, log: log}, nil
+	s := &Store{db: db, log: log}
+	if !opts.InMemory {
+		if s.dir, err = filepath.Abs(dir); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	if !opts.InMemory && opts.ReleaseMappedEvery > 0 {
+		s.stopRelease, s.releaseDone = make(chan struct{}), make(chan struct{})
+		go s.releaseMappedLoop(opts.ReleaseMappedEvery, s.stopRelease, s.releaseDone)
+	}
+	return s, nil
 }
 
 // formatKey records the engine's state format (engine.StateFormat) in the
@@ -207,7 +232,16 @@ func checkFormat(db *badger.DB, dir string) error {
 }
 
 // Close flushes and closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.stopRelease != nil {
+		// Before Badger unmaps its tables: the loop must not madvise a range
+		// that is no longer theirs.
+		close(s.stopRelease)
+		<-s.releaseDone
+		s.stopRelease = nil
+	}
+	return s.db.Close()
+}
 
 func offsetKey(topic string, partition int32) []byte {
 	b := append([]byte("o/"+topic+"/"), 0, 0, 0, 0)
