@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2/z"
@@ -65,15 +68,52 @@ func verifyTables(dir string) error {
 	if err != nil {
 		return err
 	}
+	if len(tables) == 0 {
+		return nil
+	}
+	compression, err := tableCompressions(dir)
+	if err != nil {
+		return &DamagedError{Dir: dir, File: badger.ManifestFilename, Err: err}
+	}
 	for _, name := range tables {
-		if err := verifyTable(name); err != nil {
+		id, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".sst"), 10, 64)
+		c, listed := compression[id]
+		if err != nil || !listed {
+			// Not a table of the manifest: Badger deletes it at open.
+			continue
+		}
+		if err := verifyTable(name, c); err != nil {
 			return &DamagedError{Dir: dir, File: filepath.Base(name), Err: err}
 		}
 	}
 	return nil
 }
 
-func verifyTable(name string) (err error) {
+// tableCompressions reads each table's compression from dir's manifest:
+// a table does not record it itself, and directories written before the
+// monitor turned compression off (see Open) hold Snappy tables, later ones
+// uncompressed tables, and after compactions both at once.
+func tableCompressions(dir string) (map[uint64]options.CompressionType, error) {
+	f, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, _, err := badger.ReplayManifestFile(f, 0, badger.DefaultOptions(dir))
+	if err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	out := make(map[uint64]options.CompressionType, len(m.Tables))
+	for id, t := range m.Tables {
+		out[id] = t.Compression
+	}
+	return out, nil
+}
+
+func verifyTable(name string, compression options.CompressionType) (err error) {
 	mf, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
 	if err != nil && !errors.Is(err, z.NewFile) {
 		return fmt.Errorf("open: %w", err)
@@ -83,12 +123,12 @@ func verifyTable(name string) (err error) {
 			err = fmt.Errorf("reading it failed: %v", r)
 		}
 	}()
-	// The monitor writes tables with Badger's default block size and
-	// compression (see Open).
+	// The monitor writes tables with Badger's default block size; the
+	// compression is the manifest's.
 	// OpenTable closes the file when it fails. The table is not released
 	// with DecrRef, which deletes a table's file once unreferenced: only its
 	// read-only mapping is closed.
-	if _, err := table.OpenTable(mf, table.Options{ChkMode: options.OnTableRead, BlockSize: 4 << 10, Compression: options.Snappy}); err != nil {
+	if _, err := table.OpenTable(mf, table.Options{ChkMode: options.OnTableRead, BlockSize: 4 << 10, Compression: compression}); err != nil {
 		return err
 	}
 	return mf.Close(-1)

@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/statekey"
@@ -210,4 +212,68 @@ func TestSnapshotViewLastsUntilRelease(t *testing.T) {
 		t.Fatalf("Scan after Release = %q, want 3", scanned)
 	}
 	snap.Release()
+}
+
+// Tables written before the monitor turned Badger's compression off are
+// Snappy; later ones are not, and a directory holds both after an upgrade.
+// Each is verified and read with its own compression, from the manifest.
+func TestSnappyTablesOfEarlierBuildsStillRead(t *testing.T) {
+	dir := t.TempDir()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithCompression(options.Snappy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(formatKey, binary.BigEndian.AppendUint64(nil, engine.StateFormat)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("test/old"), []byte("written with snappy"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil { // flushes the memtable to a Snappy table
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{}, nil)
+	if err != nil {
+		t.Fatalf("open a directory of Snappy tables: %v", err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("test/new"), []byte("written plain")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	compressions, err := tableCompressions(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[options.CompressionType]bool{}
+	for _, c := range compressions {
+		seen[c] = true
+	}
+	if !seen[options.Snappy] || !seen[options.None] {
+		t.Fatalf("want a Snappy and an uncompressed table, the manifest lists %v", compressions)
+	}
+	if s, err = Open(dir, Options{}, nil); err != nil {
+		t.Fatalf("reopen a directory of both: %v", err)
+	}
+	defer s.Close()
+	for key, want := range map[string]string{"test/old": "written with snappy", "test/new": "written plain"} {
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get([]byte(key))
+			if err != nil {
+				return err
+			}
+			got, err := item.ValueCopy(nil)
+			if err == nil && string(got) != want {
+				return fmt.Errorf("%s = %q, want %q", key, got, want)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
