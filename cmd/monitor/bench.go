@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,6 +137,11 @@ func benchMonitorCmd() *cobra.Command {
 				return err
 			}
 			defer stop()
+			stopTrace, err := startTrace()
+			if err != nil {
+				return err
+			}
+			defer stopTrace()
 			// The memory limit `monitor run` sets from state.cache_size, so the
 			// peak RSS is measured against the same budget.
 			setMemoryLimit(config.Defaults().State.CacheSize, zap.NewNop())
@@ -243,6 +249,26 @@ func firstFew(ids []string) string {
 		return fmt.Sprint(ids)
 	}
 	return fmt.Sprintf("%v and %d more", ids[:5], len(ids)-5)
+}
+
+// startTrace writes a Go execution trace of the process into the file
+// INVMON_TRACE names, when it is set: what the goroutines wait for, with the
+// consumer's batch stages as regions (go tool trace FILE). The returned stop
+// ends the trace and closes the file.
+func startTrace() (stop func(), err error) {
+	path := os.Getenv("INVMON_TRACE")
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }
 
 // startCPUProfile profiles the process into the file INVMON_CPUPROFILE names,

@@ -3,11 +3,16 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -169,6 +174,25 @@ type Run struct {
 	// Violations is every violation recorded once the deadlines in the data
 	// have passed; nil unless verdicts were asked for.
 	Violations []violation.Violation
+	// CPU is the process's CPU time (user and system) over Elapsed: CPU /
+	// Elapsed is how many cores were busy.
+	CPU time.Duration
+	// MachineBusy is how many of the machine's cores were busy over Elapsed,
+	// with every process (the broker, other work); 0 when /proc/stat cannot
+	// be read. Beside CPU it tells a monitor that waits from one that is
+	// short of CPU.
+	MachineBusy float64
+	// Stages is where the batches' wall-clock time went over Elapsed, per
+	// stage of invmon_batch_stage_seconds; Batches and BatchRecords count
+	// the polls that held records and their records.
+	Stages                map[string]StageTime
+	Batches, BatchRecords int64
+}
+
+// StageTime is the time a batch stage took over a run, and how often it ran.
+type StageTime struct {
+	Count   uint64
+	Seconds float64
 }
 
 // MonitorDomain runs the monitor over the domain's topics with rs until it
@@ -190,7 +214,7 @@ func MonitorDomain(ctx context.Context, brokers []string, group string, rs *rule
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	start := time.Now()
+	start, cpu, machine := time.Now(), processCPU(), readMachineCPU()
 	go func() { done <- m.Run(ctx) }()
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -207,7 +231,10 @@ func MonitorDomain(ctx context.Context, brokers []string, group string, rs *rule
 	if err := wait(func(s stats) bool { return s.Records >= int64(want) && s.Durable }, "reading"); err != nil {
 		return nil, err
 	}
-	run := &Run{Elapsed: time.Since(start)}
+	run := &Run{Elapsed: time.Since(start), CPU: processCPU() - cpu, MachineBusy: readMachineCPU().coresBusySince(machine)}
+	if err := run.gatherStages(m.Gatherer()); err != nil {
+		return nil, err
+	}
 	s := m.Stats()
 	run.Records, run.LiveEntries = s.Records, liveEntries(s)
 	if verdicts {
@@ -256,3 +283,74 @@ type stats = consumer.Stats
 
 // liveEntries is the state the rules keep, as the consumer counts it.
 func liveEntries(s stats) int64 { return s.LiveEntries }
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineCPU is the machine's CPU time from /proc/stat, in clock ticks:
+// busy (everything but idle and iowait) and total, over all cores.
+type machineCPU struct{ busy, total uint64 }
+
+func readMachineCPU() machineCPU {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return machineCPU{}
+	}
+	var m machineCPU
+	for i, f := range fields[1:] {
+		n, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return machineCPU{}
+		}
+		m.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			m.busy += n
+		}
+	}
+	return m
+}
+
+// coresBusySince is how many cores were busy on average since then.
+func (m machineCPU) coresBusySince(then machineCPU) float64 {
+	if then.total == 0 || m.total <= then.total {
+		return 0
+	}
+	return float64(m.busy-then.busy) / float64(m.total-then.total) * float64(runtime.NumCPU())
+}
+
+// gatherStages reads the consumer's batch stage metrics.
+func (r *Run) gatherStages(g prometheus.Gatherer) error {
+	mfs, err := g.Gather()
+	if err != nil {
+		return err
+	}
+	r.Stages = map[string]StageTime{}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "invmon_batch_stage_seconds":
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "stage" {
+						r.Stages[l.GetValue()] = StageTime{Count: m.GetHistogram().GetSampleCount(), Seconds: m.GetHistogram().GetSampleSum()}
+					}
+				}
+			}
+		case "invmon_batch_records":
+			for _, m := range mf.GetMetric() {
+				r.Batches, r.BatchRecords = int64(m.GetHistogram().GetSampleCount()), int64(m.GetHistogram().GetSampleSum())
+			}
+		}
+	}
+	return nil
+}

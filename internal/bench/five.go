@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/sim"
 )
 
@@ -43,6 +46,13 @@ type Row struct {
 	Rate, BareRate float64
 	PeakRSS        int64
 	LiveEntries    int64
+	// Elapsed, CPU, Stages, Batches and BatchRecords are the monitor run's
+	// (see Run): where its wall-clock time went.
+	Elapsed               time.Duration
+	CPU                   time.Duration
+	MachineBusy           float64
+	Stages                map[string]StageTime
+	Batches, BatchRecords int64
 }
 
 // Ratio is the monitor's rate as a share of the bare consumer's.
@@ -110,7 +120,8 @@ func Five(ctx context.Context, o FiveOptions, run MonitorRunner) (*FiveReport, e
 		}
 		rep.Rows = append(rep.Rows, Row{Rule: label, Topics: topics, Events: want,
 			Rate: float64(res.Records) / res.Elapsed.Seconds(), BareRate: float64(want) / bare.Seconds(),
-			PeakRSS: rss, LiveEntries: res.LiveEntries})
+			PeakRSS: rss, LiveEntries: res.LiveEntries, Elapsed: res.Elapsed, CPU: res.CPU, MachineBusy: res.MachineBusy, Stages: res.Stages,
+			Batches: res.Batches, BatchRecords: res.BatchRecords})
 		if verdicts {
 			rep.Scores = sim.Compare(d.Truth, res.Violations, ExampleRuleNames())
 		}
@@ -142,6 +153,7 @@ func (r *FiveReport) Print(w io.Writer) {
 		verdict = "NOT EXACT: " + detail
 	}
 	fmt.Fprintf(w, "violations found:            %d of %d injected (%s)\n", found, injected, verdict)
+	all.printStages(w)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "rule\ttopics\tevents\tevents/s\tbare records/s\tshare of bare\tpeak RSS MiB\tlive entries\t")
@@ -150,4 +162,33 @@ func (r *FiveReport) Print(w io.Writer) {
 			row.Rate, row.BareRate, 100*row.Ratio(), float64(row.PeakRSS)/(1<<20), row.LiveEntries)
 	}
 	tw.Flush()
+}
+
+// printStages writes where the run's wall-clock time went: the cores busy,
+// the batches, and each stage's total time as a share of the run. The poll
+// loop's stages (poll to enqueue) add up to about the run; the committer's
+// run beside them.
+func (r Row) printStages(w io.Writer) {
+	if r.Elapsed <= 0 {
+		return
+	}
+	fmt.Fprintf(w, "cores busy:                  %.2f by the monitor (%.1f s of CPU in %.1f s)", r.CPU.Seconds()/r.Elapsed.Seconds(), r.CPU.Seconds(), r.Elapsed.Seconds())
+	if r.MachineBusy > 0 {
+		fmt.Fprintf(w, ", %.2f of %d on the machine", r.MachineBusy, runtime.NumCPU())
+	}
+	fmt.Fprintln(w)
+	if r.Batches > 0 {
+		fmt.Fprintf(w, "batches:                     %d, %.0f records each on average\n", r.Batches, float64(r.BatchRecords)/float64(r.Batches))
+	}
+	var parts []string
+	for _, name := range consumer.BatchStages {
+		st, ok := r.Stages[name]
+		if !ok {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f s (%.0f%%, %d×)", name, st.Seconds, 100*st.Seconds/r.Elapsed.Seconds(), st.Count))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "batch stages (wall clock):   %s\n", strings.Join(parts, ", "))
+	}
 }

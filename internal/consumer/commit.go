@@ -79,7 +79,9 @@ func (c *Consumer) commit(b *batch) error {
 		if c.beforeProduce != nil {
 			c.beforeProduce(out)
 		}
+		produced := c.stages.start(stageProduce)
 		results, err := c.produceBounded(out)
+		produced()
 		if err != nil {
 			return fmt.Errorf("produce dead letters, changelog and violation changes: %w", err)
 		}
@@ -98,7 +100,10 @@ func (c *Consumer) commit(b *batch) error {
 			return err
 		}
 	}
-	if err := c.store.Commit(b.deltas...); err != nil {
+	committed := c.stages.start(stageStateCommit)
+	err = c.store.Commit(b.deltas...)
+	committed()
+	if err != nil {
 		return err
 	}
 	// The Kafka commit is asynchronous: the state already records what is

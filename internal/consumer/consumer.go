@@ -118,6 +118,8 @@ type Consumer struct {
 	// be fetched; waitingParts is how many topic-partitions wait now.
 	schemaRetries *prometheus.CounterVec
 	waitingParts  prometheus.Gauge
+	// stages times each stage of a batch.
+	stages *stageMetrics
 
 	// mu guards the partitions; the poll loop holds it while processing and
 	// the rebalance callbacks while changing the assignment.
@@ -243,6 +245,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		waitingParts: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "invmon_schema_waiting_partitions", Help: "Topic-partitions held at a record whose schema the Schema Registry could not serve.",
 		}),
+		stages: newStageMetrics(),
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -270,6 +273,7 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "invmon_state_produce_waiting_seconds", Help: "How long the current batch has waited for the brokers to acknowledge its dead letters, changelog and violation-change records; 0 when none waits.",
 			}, c.produceWaiting))
+		cfg.Registerer.MustRegister(c.stages.collectors()...)
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("invmon_kafka", kprom.Registerer(cfg.Registerer))))
 	}
 	if cfg.InstanceID != "" {

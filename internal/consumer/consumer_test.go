@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -339,5 +340,49 @@ func TestPartitionGainedBackIsLoadedAfterItsLostBatch(t *testing.T) {
 	}
 	if got := p.applied["payments"]; got != 41 {
 		t.Fatalf("partition 0 loaded with applied offset %d while its lost batch (41) was still on its way", got)
+	}
+}
+
+// TestBatchStagesAreTimed checks that a batch's stages land in
+// invmon_batch_stage_seconds, and the records of the batches in
+// invmon_batch_records.
+func TestBatchStagesAreTimed(t *testing.T) {
+	brokers := fakeCluster(t)
+	store := openStore(t)
+	reg := prometheus.NewRegistry()
+	good := `{"event_id":"e1","payment_id":"p1","account_id":"a1","status":"captured","amount_cents":100,"occurred_at":"2026-11-20T09:00:00Z"}`
+	produce(t, brokers,
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(good)},
+		&kgo.Record{Topic: "payments", Partition: 0, Value: []byte(`{"event_id":`)},
+	)
+	c, err := New(context.Background(), Config{Brokers: brokers, Group: "g1", TickInterval: 50 * time.Millisecond, Registerer: reg}, exampleRule(t), store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, func(s Stats) bool { return s.Records == 2 && s.Durable })
+	c.Close()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	var records float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "invmon_batch_stage_seconds":
+				counts[m.GetLabel()[0].GetValue()] = m.GetHistogram().GetSampleCount()
+			case "invmon_batch_records":
+				records = m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	if records != 2 {
+		t.Errorf("invmon_batch_records sums %v records, want 2", records)
+	}
+	for _, stage := range BatchStages {
+		if counts[stage] == 0 {
+			t.Errorf("stage %s never timed; counts %v", stage, counts)
+		}
 	}
 }

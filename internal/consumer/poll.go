@@ -24,7 +24,9 @@ import (
 func (c *Consumer) Run(ctx context.Context) error {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.TickInterval)
+		polled := c.stages.start(stagePoll)
 		fetches := c.cl.PollRecords(pctx, c.cfg.MaxPollRecords)
+		polled()
 		cancel()
 		if fetches.IsClientClosed() {
 			return nil
@@ -72,6 +74,10 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}
 		work[p] = append(work[p], ftp)
 	})
+	if n := fetches.NumRecords(); n > 0 {
+		c.stages.records.Observe(float64(n))
+	}
+	applied := c.stages.start(stageApply)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(work))
 	for p, ftps := range work {
@@ -84,6 +90,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 		}()
 	}
 	wg.Wait()
+	applied()
 	close(errs)
 	if err := <-errs; err != nil {
 		return err
@@ -96,6 +103,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	if err := c.recheckTopics(now); err != nil {
 		return err
 	}
+	advanced := c.stages.start(stageAdvance)
 	deltas := make([]joinstate.PartitionDelta, 0, len(c.parts))
 	var dlq, changelog []*kgo.Record
 	for _, p := range c.parts {
@@ -118,6 +126,7 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 			changelog = append(changelog, c.changelogRecords(p.id, d, p.batch)...)
 		}
 	}
+	advanced()
 	if c.cfg.OnBlind != nil {
 		var blind map[string]time.Duration
 		for _, p := range c.parts {
@@ -150,7 +159,10 @@ func (c *Consumer) process(fetches kgo.Fetches) error {
 	// the next poll moves them.
 	c.commits.Add(1)
 	c.inflight.Add(1)
-	c.commitq <- &batch{deltas: deltas, dlq: dlq, changelog: changelog, offsets: c.cl.UncommittedOffsets()}
+	b := &batch{deltas: deltas, dlq: dlq, changelog: changelog, offsets: c.cl.UncommittedOffsets()}
+	enqueued := c.stages.start(stageEnqueue)
+	c.commitq <- b
+	enqueued()
 	return nil
 }
 

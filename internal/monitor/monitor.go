@@ -299,6 +299,9 @@ func (m *Monitor) HTTPAddr() string {
 // Stats returns the consumer's progress.
 func (m *Monitor) Stats() consumer.Stats { return m.consumer.Stats() }
 
+// Gatherer is the monitor's metrics registry, what /metrics serves.
+func (m *Monitor) Gatherer() prometheus.Gatherer { return m.reg }
+
 // Violations lists the durable violations of the partitions this member
 // evaluated (its state, not the group view the API serves).
 func (m *Monitor) Violations(f joinstate.Filter) ([]violation.Violation, error) {
