@@ -215,8 +215,8 @@ func benchState(events, partitions int, cacheSize int64, live bench.LiveOptions)
 		name  string
 		peaks bench.MemPeaks
 	}{{"fill", res.FillMem}, {"whole run", res.Mem}} {
-		fmt.Printf("memory peaks, %-10s     RSS %.0f MiB, anonymous %.0f MiB, file-backed %.0f MiB, Go heap objects %.0f MiB, Go mapped %.0f MiB; VmHWM %.0f MiB (each its own peak over %d samples, every %s)\n",
-			m.name+":", mib(m.peaks.RSS), mib(m.peaks.Anon), mib(m.peaks.File), mib(m.peaks.GoHeap), mib(m.peaks.GoMapped), mib(m.peaks.HWM),
+		fmt.Printf("memory peaks, %-10s     RSS %.0f MiB, anonymous %.0f MiB, file-backed %.0f MiB, Go heap objects %.0f MiB (Badger's table builders %.0f MiB), Go mapped %.0f MiB; VmHWM %.0f MiB (each its own peak over %d samples, every %s)\n",
+			m.name+":", mib(m.peaks.RSS), mib(m.peaks.Anon), mib(m.peaks.File), mib(m.peaks.GoHeap), mib(m.peaks.Builders), mib(m.peaks.GoMapped), mib(m.peaks.HWM),
 			m.peaks.Samples, bench.MemSampleEvery)
 	}
 	fmt.Printf("Go heap in use at the end:   %.0f MiB\n", float64(res.HeapInUse)/(1<<20))

@@ -9,10 +9,14 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"regexp"
 	"runtime/metrics"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/dgraph-io/ristretto/v2/z"
+	"github.com/dustin/go-humanize"
 )
 
 // MemSample is one reading of the process's memory, in bytes.
@@ -31,6 +35,11 @@ type MemSample struct {
 	// (/memory/classes/heap/objects:bytes); GoMapped is all the memory the
 	// Go runtime has mapped and not returned to the kernel.
 	GoHeap, GoMapped uint64
+	// Builders is the memory of Badger's table builders, part of the Go
+	// heap: the buffers (ristretto z.Allocator) in which every flushed
+	// memtable and every compaction output is built whole before it is
+	// written, those building now and those Badger keeps pooled for reuse.
+	Builders uint64
 }
 
 // MemPeaks are the largest of each figure over a run's samples. Each is
@@ -50,6 +59,7 @@ func (p *MemPeaks) add(s MemSample) {
 	p.HWM = max(p.HWM, s.HWM)
 	p.GoHeap = max(p.GoHeap, s.GoHeap)
 	p.GoMapped = max(p.GoMapped, s.GoMapped)
+	p.Builders = max(p.Builders, s.Builders)
 	p.Samples++
 }
 
@@ -75,7 +85,25 @@ func ReadMem() MemSample {
 	}
 	s.GoHeap = u(0)
 	s.GoMapped = u(1) - u(2)
+	s.Builders = parseAllocators(z.Allocators())
 	return s
+}
+
+// allocatorSize matches one tag of z.Allocators()'s summary:
+// "Tag: Builder Num: 3 Size: 60 MiB . ".
+var allocatorSize = regexp.MustCompile(`Size: ([0-9.]+ [KMGTPE]?i?B) \.`)
+
+// parseAllocators sums the sizes in z.Allocators()'s summary, the only
+// view ristretto gives of its allocators (to a tenth of a unit: it rounds
+// with humanize.IBytes).
+func parseAllocators(summary string) uint64 {
+	var n uint64
+	for _, m := range allocatorSize.FindAllStringSubmatch(summary, -1) {
+		if b, err := humanize.ParseBytes(m[1]); err == nil {
+			n += b
+		}
+	}
+	return n
 }
 
 // parseStatus reads the memory lines of /proc/PID/status ("VmRSS:   1234 kB").

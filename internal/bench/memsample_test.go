@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 func TestParseStatusReadsTheMemoryLines(t *testing.T) {
@@ -37,5 +39,24 @@ func TestMemSamplerKeepsThePeaks(t *testing.T) {
 		if p.RSS < 64<<20 || p.Anon < 64<<20 || p.HWM < p.RSS {
 			t.Errorf("peaks %+v: want RSS and anonymous at least the 64 MiB allocation, VmHWM >= RSS", p)
 		}
+	}
+}
+
+func TestParseAllocatorsSumsEveryTag(t *testing.T) {
+	got := parseAllocators("Tag: Builder Num: 3 Size: 60 MiB . Tag: TableBuilder Num: 1 Size: 4.0 MiB . ")
+	if want := uint64(64 << 20); got != want {
+		t.Fatalf("parseAllocators = %d, want %d", got, want)
+	}
+	if got := parseAllocators(""); got != 0 {
+		t.Fatalf("parseAllocators of no allocators = %d, want 0", got)
+	}
+}
+
+func TestReadMemCountsBadgersAllocators(t *testing.T) {
+	before := ReadMem().Builders
+	a := z.NewAllocator(16<<20, "test")
+	defer a.Release()
+	if got := ReadMem().Builders; got < before+16<<20 {
+		t.Fatalf("builders %d with a 16 MiB allocator alive, %d before: want it counted", got, before)
 	}
 }
