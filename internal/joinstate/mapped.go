@@ -7,7 +7,7 @@ package joinstate
 // with the size of the state on disk (300 MiB of tables at 10 million
 // events), outside the Go heap and outside every cache setting, and Badger
 // has no option to read tables any other way. The releaser hands those pages
-// back to the kernel's page cache every Options.ReleaseMappedEvery: they stay
+// back to the kernel's page cache every Options.ReleaseMappedEvery (250 ms): they stay
 // cached by the kernel (reclaimable, not the process's), and the next read
 // of one maps it again from the page cache (a minor fault, no I/O).
 

@@ -23,31 +23,60 @@ import (
 )
 
 // Options size Badger for the machine.
+//
+// How the memory divides (the README's "State memory" has the measured
+// figures). Badger holds, in the Go heap: its memtables (each one's skiplist
+// arena is MemTableSize × 1.3, Badger's arenaSize; the one taking writes, up
+// to NumMemtables waiting to be flushed and the one being flushed), the
+// buffers of its table builders (every flushed memtable and every compaction
+// output is built whole in memory before it is written: a flush's builder
+// grows to about twice the memtable, a compaction's starts at twice its
+// table size, and Badger pools eight of them for reuse and never frees them
+// under a steady write load), and the block cache's entries. Beside the
+// heap, in the process's RSS as file-backed pages: each memtable's
+// write-ahead log (up to MemTableSize each) and the table pages touched
+// since the last release (see mapped.go). Badger v4's index cache serves
+// encrypted tables only (table.fetchIndex); the state is not encrypted, so
+// it gets none: indexes and bloom filters are read from the mapped tables.
 type Options struct {
-	// CacheSize bounds Badger's memory: two memtables of an eighth each
-	// (at most 64 MiB each), a block cache of half and an index cache (table
-	// indexes and bloom filters) of the rest. The engine reads through these
-	// caches and keeps no state of its own beyond the batch in flight.
-	// Default 256 MiB; below 24 MiB it is raised to 24 MiB. The fields below,
-	// when set, override their share.
+	// CacheSize is the state's memory budget (`state.cache_size`): a
+	// memtable of a sixteenth (at most 64 MiB; one waiting to be flushed,
+	// so at most three arenas, about a quarter of CacheSize, and their
+	// logs' pages as much again) and a block cache of half. With
+	// uncompressed tables a cached block points into the table's mapping,
+	// so the block cache's own heap is a few per cent of its size; the
+	// table builders, sized by BaseTableSize and the memtable, take the
+	// rest.
+	// Default 256 MiB; below 24 MiB it is raised to 24 MiB. The fields
+	// below, when set, override their share.
 	CacheSize int64
 	// MemTableSize is the size of each in-memory table.
 	MemTableSize int64
-	// NumMemtables is how many memtables may be held before writes stall.
-	// Default 2.
+	// NumMemtables is how many full memtables may wait to be flushed
+	// before writes stall. Default 1.
 	NumMemtables int
-	// BlockCacheSize caches decompressed table blocks.
+	// BlockCacheSize caches table blocks.
 	BlockCacheSize int64
-	// IndexCacheSize caches table indexes and bloom filters.
-	IndexCacheSize int64
-	// NumCompactors is the number of compaction goroutines. Default 2.
+	// NumCompactors is the number of compaction goroutines (Badger needs
+	// two at least). Default 2.
 	NumCompactors int
+	// NumLevelZeroTables is how many flushed memtables (level-0 tables)
+	// start a compaction (default NumMemtables); NumLevelZeroTablesStall
+	// how many stall writes (default 15).
+	NumLevelZeroTables, NumLevelZeroTablesStall int
+	// BaseTableSize is the size of the tables compactions write at the
+	// base level (deeper levels' double per level). Each compaction output
+	// is built in a buffer of twice its size, several at a time, and Badger
+	// keeps eight such buffers pooled: this, not a cache, sets most of the
+	// write path's heap. Default 1 MiB (Badger's is 2 MiB).
+	BaseTableSize int64
 	// InMemory keeps everything in memory (for the demo and tests). Default false.
 	InMemory bool
 	// ReleaseMappedEvery is how often the resident pages of Badger's
 	// memory-mapped table files are handed back to the kernel's page cache
 	// (see mapped.go), so that they do not grow the process's RSS with the
-	// state on disk. Default 1s; negative never.
+	// state on disk. Default 250ms (a compaction writes and reads tens of
+	// MiB a second, all of it resident until released); negative never.
 	ReleaseMappedEvery time.Duration
 }
 
@@ -64,22 +93,28 @@ func (o Options) withDefaults() Options {
 	}
 	o.CacheSize = max(o.CacheSize, MinCacheSize)
 	if o.NumMemtables == 0 {
-		o.NumMemtables = 2
+		o.NumMemtables = 1
 	}
 	if o.MemTableSize == 0 {
-		o.MemTableSize = min(o.CacheSize/8, 64<<20)
+		o.MemTableSize = min(o.CacheSize/16, 64<<20)
 	}
 	if o.BlockCacheSize == 0 {
 		o.BlockCacheSize = o.CacheSize / 2
 	}
-	if o.IndexCacheSize == 0 {
-		o.IndexCacheSize = o.CacheSize - o.BlockCacheSize - int64(o.NumMemtables)*o.MemTableSize
-	}
 	if o.NumCompactors == 0 {
 		o.NumCompactors = 2
 	}
+	if o.NumLevelZeroTables == 0 {
+		o.NumLevelZeroTables = o.NumMemtables
+	}
+	if o.NumLevelZeroTablesStall == 0 {
+		o.NumLevelZeroTablesStall = 15
+	}
+	if o.BaseTableSize == 0 {
+		o.BaseTableSize = 1 << 20
+	}
 	if o.ReleaseMappedEvery == 0 {
-		o.ReleaseMappedEvery = time.Second
+		o.ReleaseMappedEvery = 250 * time.Millisecond
 	}
 	return o
 }
@@ -110,9 +145,12 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(opts.NumMemtables).
 		WithBlockCacheSize(opts.BlockCacheSize).
-		WithIndexCacheSize(opts.IndexCacheSize).
+		// No index cache: Badger v4 uses it for encrypted tables only.
+		WithIndexCacheSize(0).
 		WithNumCompactors(opts.NumCompactors).
-		WithNumLevelZeroTables(opts.NumMemtables).
+		WithNumLevelZeroTables(opts.NumLevelZeroTables).
+		WithNumLevelZeroTablesStall(opts.NumLevelZeroTablesStall).
+		WithBaseTableSize(opts.BaseTableSize).
 		// Uncompressed tables. Badger builds each table in memory, and with
 		// Snappy it also keeps a compressed copy of every block: those
 		// pooled builder buffers, not the caches, were most of the heap
