@@ -57,7 +57,7 @@ violations equal the scenario's truth.`,
 			if err != nil {
 				return err
 			}
-			rep.Budget = int64(config.Defaults().State.CacheSize) + memoryHeadroom
+			rep.Budget = processMemory(config.Defaults().State.CacheSize)
 			rep.Print(os.Stdout)
 			if restore > 0 {
 				fmt.Fprintf(os.Stderr, "bench: logging %d state entries to a changelog partition and restoring them ...\n", restore)

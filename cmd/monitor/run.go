@@ -73,9 +73,18 @@ func runCmd() *cobra.Command {
 	return cmd
 }
 
-// memoryHeadroom is what the monitor needs beside the state's caches: the
+// memoryHeadroom is what the Go heap holds beside state.cache_size: the
 // batch in flight, decoding, the Kafka client's buffers, the HTTP server.
-const memoryHeadroom = 192 << 20
+// The process's RSS is more than the Go memory limit by its file-backed
+// pages (the binary, the memtables' logs, table pages between two
+// releases, about 130 MiB in the state benchmark), so limit + those stay
+// near 2 × cache_size, 512 MiB by default.
+const memoryHeadroom = 128 << 20
+
+// processMemory is the resident memory the monitor is sized for at a
+// state.cache_size: twice it (512 MiB by default), the Go memory limit and
+// the file-backed pages beside it.
+func processMemory(cacheSize config.ByteSize) int64 { return 2 * int64(cacheSize) }
 
 // setMemoryLimit makes the Go runtime collect harder as the process nears
 // state.cache_size plus the headroom, unless GOMEMLIMIT says otherwise: the

@@ -66,8 +66,9 @@ type FiveReport struct {
 	Rows []Row
 	// Scores compare the five-rule run's violations with the truth.
 	Scores map[string]*sim.Score
-	// Budget is the memory the monitor was given (state.cache_size plus
-	// headroom, the Go memory limit); zero when none was set.
+	// Budget is the resident memory the monitor is sized for (twice
+	// state.cache_size: the Go memory limit and the file-backed pages
+	// beside it); zero when none was set.
 	Budget int64
 }
 
@@ -144,7 +145,7 @@ func (r *FiveReport) Print(w io.Writer) {
 		if all.PeakRSS > r.Budget {
 			within = "OVER"
 		}
-		fmt.Fprintf(w, "memory budget:               %.0f MiB (state.cache_size + headroom; peak RSS %s it)\n", float64(r.Budget)/(1<<20), within)
+		fmt.Fprintf(w, "memory budget:               %.0f MiB (2 × state.cache_size; peak RSS %s it)\n", float64(r.Budget)/(1<<20), within)
 	}
 	fmt.Fprintf(w, "live state entries:          %d\n", all.LiveEntries)
 	found, injected, exact, detail := Verdict(r.Scores)

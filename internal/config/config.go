@@ -63,10 +63,10 @@ type SchemaRegistry struct {
 // State configures the Badger state.
 type State struct {
 	// CacheSize bounds the state's memory: Badger's memtables, block cache
-	// and index cache (the engine keeps no state of its own beyond the batch
-	// in flight). Also sets the Go memory limit (GOMEMLIMIT, unless set) to
-	// CacheSize + 192 MiB. Bytes, or with a unit ("256MiB"). Default 256MiB,
-	// for a process of about 512 MiB; minimum 24MiB.
+	// and table builders (see joinstate.Options). Also sets the Go memory
+	// limit (GOMEMLIMIT, unless set) to CacheSize + 128 MiB. Bytes, or with
+	// a unit ("256MiB"). Default 256MiB, for a process of about 512 MiB
+	// (twice it); minimum 24MiB.
 	CacheSize ByteSize `yaml:"cache_size"`
 	// ViolationRetention is how long a resolved violation is kept after its
 	// resolution; open ones are kept until resolved. Its id is remembered as
