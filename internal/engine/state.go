@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -124,6 +125,30 @@ type ViewSnapshot interface {
 	Release()
 }
 
+// LastKeySnapshot is a Snapshot that finds the last key of a range with one
+// seek (Badger: a reverse iterator) instead of walking the range.
+type LastKeySnapshot interface {
+	Snapshot
+	// LastKey returns the greatest key in [start, end), and whether there
+	// is one; an empty end means no upper bound.
+	LastKey(start, end string) (string, bool, error)
+}
+
+// lastKey returns the greatest key of snap in [start, end), and whether
+// there is one: one seek when snap is a LastKeySnapshot, else a scan.
+func lastKey(snap Snapshot, start, end string) (string, bool, error) {
+	if l, ok := snap.(LastKeySnapshot); ok {
+		return l.LastKey(start, end)
+	}
+	var last string
+	found := false
+	err := snap.Scan(start, end, func(k string, _ []byte) bool {
+		last, found = strings.Clone(k), true
+		return true
+	})
+	return last, found, err
+}
+
 // ScanPrefix calls fn for every key of snap with prefix, in key order, and
 // returns the first error fn or the scan returns.
 func ScanPrefix(snap Snapshot, prefix string, fn func(key string, value []byte) error) error {
@@ -189,6 +214,30 @@ func (m *MemSnapshot) Scan(start, end string, fn func(key string, value []byte) 
 		m.keys.AscendRange(start, end, visit)
 	}
 	return nil
+}
+
+// LastKey implements LastKeySnapshot.
+func (m *MemSnapshot) LastKey(start, end string) (string, bool, error) {
+	var last string
+	found := false
+	visit := func(k string) bool {
+		if k < start {
+			return false
+		}
+		last, found = k, true
+		return false
+	}
+	if end == "" {
+		m.keys.Descend(visit)
+	} else {
+		m.keys.DescendLessOrEqual(end, func(k string) bool {
+			if k == end {
+				return true
+			}
+			return visit(k)
+		})
+	}
+	return last, found, nil
 }
 
 // StateFormat is the version of the key layout (package statekey) and of the

@@ -29,6 +29,14 @@ type transition struct {
 	spec  *rules.Transition
 	n     *counter
 	stale prometheus.Counter
+	// bufferTop is the greatest buffer key that was durable when the
+	// partition was made ("" when none), and buffered the buffer keys
+	// written since above it and not released yet. A buffer key above
+	// bufferTop that buffered does not hold exists in no layer, so the
+	// redelivery check reads nothing for it: nearly every event is new,
+	// and the store's read of a key that does not exist walks every level.
+	bufferTop string
+	buffered  map[string]struct{}
 }
 
 // transitionEvent is one buffered state change.
@@ -69,6 +77,15 @@ func (t *transition) bufferKey(e *transitionEvent) string {
 
 func (t *transition) load() {
 	t.n = t.p.newCounter(statekey.Rule + t.rule.Name + "/n")
+	t.buffered = map[string]struct{}{}
+	if t.p.snap != nil {
+		qp := t.key("q", "")
+		top, _, err := lastKey(t.p.snap, qp, statekey.PrefixEnd(qp))
+		if err != nil {
+			t.p.fail(fmt.Errorf("rule %s: last buffered event: %w", t.rule.Name, err))
+		}
+		t.bufferTop = top
+	}
 	t.pendingGauge.Set(float64(t.n.n))
 }
 
@@ -95,8 +112,15 @@ func (t *transition) extract(ev *rules.Event, _ *sideRef, m *match) error {
 func (t *transition) apply(m *match, _ time.Time) {
 	e := &transitionEvent{trigger: m.trigger(), State: m.state, Version: m.version, HasVersion: m.hasVersion}
 	k := t.bufferKey(e)
-	if _, ok := t.p.get(k); ok {
+	if _, ok := t.buffered[k]; ok {
 		return // the same event buffered already
+	}
+	if k <= t.bufferTop {
+		if _, ok := t.p.get(k); ok {
+			return // buffered before this partition was made
+		}
+	} else {
+		t.buffered[k] = struct{}{}
 	}
 	t.p.put(k, make(enc, 0, triggerSize(&e.trigger)+len(e.State)+binary.MaxVarintLen32+9).trigger(&e.trigger).str(e.State).f64(e.Version).flag(e.HasVersion), true)
 	t.n.add(1)
@@ -117,6 +141,7 @@ func (t *transition) advance(now time.Time) {
 			return false
 		}
 		t.p.del(k)
+		delete(t.buffered, k)
 		t.n.add(-1)
 		due = append(due, e)
 		return true

@@ -399,6 +399,35 @@ func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bo
 	return nil
 }
 
+// LastKey implements engine.LastKeySnapshot with one reverse seek. The
+// range stays inside the key type of start, as in Scan.
+func (sn *snapshot) LastKey(start, end string) (string, bool, error) {
+	if len(start) < statekey.TypeLen {
+		return "", false, fmt.Errorf("range start %q is shorter than a key type", start)
+	}
+	lo := statekey.Stored(sn.partition, start)
+	var hi []byte
+	if len(end) >= statekey.TypeLen && end[:statekey.TypeLen] == start[:statekey.TypeLen] {
+		hi = statekey.Stored(sn.partition, end)
+	} else {
+		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
+	}
+	it := sn.view().NewIterator(badger.IteratorOptions{Prefix: commonPrefix(lo, hi), Reverse: true})
+	defer it.Close()
+	// A reverse Seek lands on the greatest key <= hi; hi itself is outside.
+	for it.Seek(hi); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if bytes.Compare(k, hi) >= 0 {
+			continue
+		}
+		if bytes.Compare(k, lo) < 0 {
+			return "", false, nil
+		}
+		return statekey.Local(k), true, nil
+	}
+	return "", false, nil
+}
+
 // commonPrefix returns the longest prefix a and b share.
 func commonPrefix(a, b []byte) []byte {
 	n := 0
