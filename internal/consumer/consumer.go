@@ -134,9 +134,11 @@ type Consumer struct {
 	restored  prometheus.Counter
 	owned     prometheus.Gauge
 
-	// commitq feeds the committer goroutine; commits counts batches not yet
-	// durable; commitErr holds the first failure.
+	// commitq feeds the pipeline's producer stage, stateq its state stage
+	// (see commit.go); commits counts batches not yet durable; commitErr
+	// holds the first failure.
 	commitq   chan *batch
+	stateq    chan *batch
 	commits   sync.WaitGroup
 	commitErr atomic.Pointer[error]
 
@@ -290,10 +292,15 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 		cl.Close()
 		return nil, err
 	}
-	// One batch may wait while another is being made durable: enough to
-	// overlap evaluation with the commit, and a bound on memory.
+	// One batch may wait for the producer stage while another is produced
+	// and a third written to Badger: enough to overlap evaluation, the
+	// produce and the Badger commit, and a bound on memory (every batch in
+	// flight stays readable in its engine's overlay until it is durable).
+	// The state stage takes a batch only when it is free.
 	c.commitq = make(chan *batch, 1)
-	go c.committer()
+	c.stateq = make(chan *batch)
+	go c.producer()
+	go c.stateCommitter()
 	return c, nil
 }
 

@@ -344,3 +344,74 @@ func TestOversizedDeadLetterIsTruncatedToTheTopicLimit(t *testing.T) {
 		}
 	}
 }
+
+// appliedOffsets reads what the state says is applied, per topic-partition.
+func (w *faultWorkload) appliedOffsets(t *testing.T, store *joinstate.Store) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, topic := range []string{w.payments, w.ledger} {
+		for part := range int32(faultPartitions) {
+			off, err := store.AppliedOffset(topic, part)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[fmt.Sprintf("%s[%d]", topic, part)] = off
+		}
+	}
+	return out
+}
+
+// TestNextBatchIsProducedDuringStateCommitAndNotMadeDurableAfterItFails: on
+// the real broker, with the changelog on (so every batch produces), the third
+// batch's Badger commit waits until the fourth batch's records have been
+// produced, which only a pipeline that overlaps them does, and then fails.
+// Nothing of the fourth batch may become durable though its records were
+// acknowledged: the applied offsets stay where the second batch left them,
+// no offset is committed past them, and a restart (which restores from the
+// changelog the fourth batch reached) finds exactly the workload's
+// violations.
+func TestNextBatchIsProducedDuringStateCommitAndNotMadeDurableAfterItFails(t *testing.T) {
+	w := newFaultWorkload(t, kafkatest.Kafka(t), 0)
+	store := openStore(t)
+	cfg := Config{Brokers: kafkatest.Seeds(w.brokers), Group: kafkatest.Topic(t, "g"), TickInterval: 50 * time.Millisecond,
+		MaxPollRecords: 25, Changelog: true}
+	c, err := New(context.Background(), cfg, w.rs, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With the changelog every batch has records to produce, so the n-th
+	// produce and the n-th state commit are the same batch's.
+	var produced, commits atomic.Int64
+	fourthProduced := make(chan struct{})
+	c.beforeProduce = func([]*kgo.Record) {
+		if produced.Add(1) == 4 {
+			close(fourthProduced)
+		}
+	}
+	injected := errors.New("injected: state commit failed (disk full)")
+	var before map[string]int64
+	c.beforeStateCommit = func() error {
+		if commits.Add(1) != 3 {
+			return nil
+		}
+		select {
+		case <-fourthProduced:
+		case <-time.After(20 * time.Second):
+			return errors.New("the fourth batch was not produced while the third was committed to Badger")
+		}
+		before = w.appliedOffsets(t, store)
+		return injected
+	}
+	if err := runToFailure(t, c, 60*time.Second); !errors.Is(err, injected) {
+		t.Fatalf("Run returned %v, want the injected fault", err)
+	}
+	if s := c.Stats(); s.Records >= w.total {
+		t.Fatalf("the fault came after every record was read (%d of %d): it tests nothing", s.Records, w.total)
+	}
+	if after := w.appliedOffsets(t, store); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a batch after the failed one became durable: applied offsets %v when the third batch failed, %v after", before, after)
+	}
+	w.committedWithinDurable(t, cfg.Group, store)
+	w.matchesTruth(t, cfg, store)
+	w.committedWithinDurable(t, cfg.Group, store)
+}

@@ -26,12 +26,13 @@ const (
 	// partitions one after another, with the changelog records rendered.
 	stageAdvance = "advance"
 	// stageEnqueue is the poll loop waiting for room on the committer's
-	// queue: the committer is behind.
+	// queue: the commit pipeline is behind.
 	stageEnqueue = "enqueue"
-	// stageProduce is the committer producing a batch's dead letters,
-	// changelog and violation changes and waiting for their acks.
+	// stageProduce is the commit pipeline's producer stage producing a
+	// batch's dead letters, changelog and violation changes and waiting for
+	// their acks.
 	stageProduce = "produce"
-	// stageStateCommit is the committer's synced Badger commit.
+	// stageStateCommit is the state stage's synced Badger commit.
 	stageStateCommit = "state_commit"
 )
 
