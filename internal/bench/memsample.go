@@ -40,7 +40,23 @@ type MemSample struct {
 	// memtable and every compaction output is built whole before it is
 	// written, those building now and those Badger keeps pooled for reuse.
 	Builders uint64
+	// Mapped is what the resident file-backed pages belong to, read from
+	// /proc/self/smaps (Linux), which costs more than the rest: only
+	// every MappedEvery-th sample reads it.
+	Mapped MappedFiles
 }
+
+// MappedFiles splits the resident pages of mapped files by kind, in bytes.
+type MappedFiles struct {
+	// Tables are Badger's table files (.sst); Logs its memtables'
+	// write-ahead logs (.mem) and value log (.vlog); Other every other
+	// file (the binary, shared libraries).
+	Tables, Logs, Other uint64
+}
+
+// MappedEvery is how many samples go between two readings of
+// /proc/self/smaps.
+const MappedEvery = 8
 
 // MemPeaks are the largest of each figure over a run's samples. Each is
 // its own maximum: the peak RSS and the peak file-backed pages need not
@@ -60,6 +76,9 @@ func (p *MemPeaks) add(s MemSample) {
 	p.GoHeap = max(p.GoHeap, s.GoHeap)
 	p.GoMapped = max(p.GoMapped, s.GoMapped)
 	p.Builders = max(p.Builders, s.Builders)
+	p.Mapped.Tables = max(p.Mapped.Tables, s.Mapped.Tables)
+	p.Mapped.Logs = max(p.Mapped.Logs, s.Mapped.Logs)
+	p.Mapped.Other = max(p.Mapped.Other, s.Mapped.Other)
 	p.Samples++
 }
 
@@ -87,6 +106,58 @@ func ReadMem() MemSample {
 	s.GoMapped = u(1) - u(2)
 	s.Builders = parseAllocators(z.Allocators())
 	return s
+}
+
+// ReadMapped reads what the resident file-backed pages belong to from
+// /proc/self/smaps; zero where it cannot be read.
+func ReadMapped() MappedFiles {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return MappedFiles{}
+	}
+	return parseSmaps(b)
+}
+
+// parseSmaps sums the Rss of each file mapping in a /proc/PID/smaps
+// listing by the file's kind. A mapping's header line is
+// "start-end perms offset dev inode path"; its Rss line follows it.
+func parseSmaps(b []byte) MappedFiles {
+	var m MappedFiles
+	var into *uint64
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Bytes()
+		if rss, ok := bytes.CutPrefix(line, []byte("Rss:")); ok {
+			if into == nil {
+				continue
+			}
+			if fields := bytes.Fields(rss); len(fields) > 0 {
+				if n, err := strconv.ParseUint(string(fields[0]), 10, 64); err == nil {
+					*into += n << 10
+				}
+			}
+			continue
+		}
+		fields := bytes.Fields(line)
+		if len(fields) < 5 || !bytes.Contains(fields[0], []byte("-")) || bytes.HasSuffix(fields[0], []byte(":")) {
+			continue
+		}
+		// A new mapping: anonymous ones (no path, or [heap], [stack]) count nowhere.
+		into = nil
+		if len(fields) < 6 || !bytes.HasPrefix(fields[5], []byte("/")) {
+			continue
+		}
+		path := fields[5]
+		switch {
+		case bytes.HasSuffix(path, []byte(".sst")):
+			into = &m.Tables
+		case bytes.HasSuffix(path, []byte(".mem")), bytes.HasSuffix(path, []byte(".vlog")):
+			into = &m.Logs
+		default:
+			into = &m.Other
+		}
+	}
+	return m
 }
 
 // allocatorSize matches one tag of z.Allocators()'s summary:
@@ -176,6 +247,9 @@ func StartMemSampler(every time.Duration) *MemSampler {
 func (m *MemSampler) sample() {
 	s := ReadMem()
 	m.mu.Lock()
+	if m.peaks.Samples%MappedEvery == 0 {
+		s.Mapped = ReadMapped()
+	}
 	m.peaks.add(s)
 	m.mu.Unlock()
 }

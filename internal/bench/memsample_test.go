@@ -60,3 +60,29 @@ func TestReadMemCountsBadgersAllocators(t *testing.T) {
 		t.Fatalf("builders %d with a 16 MiB allocator alive, %d before: want it counted", got, before)
 	}
 }
+
+func TestParseSmapsSplitsFileBackedPagesByKind(t *testing.T) {
+	smaps := []byte(`55ab2a452000-55ab2a454000 r-xp 00000000 fe:00 247278                     /usr/bin/monitor
+Size:                 24 kB
+Rss:                  20 kB
+VmFlags: rd ex mr mw me
+7f0000000000-7f0000100000 r--s 00000000 fe:00 1001                       /state/000012.sst
+Size:               1024 kB
+Rss:                 300 kB
+7f0000100000-7f0000200000 rw-s 00000000 fe:00 1002                       /state/00007.mem
+Rss:                 100 kB
+7f0000200000-7f0000300000 rw-s 00000000 fe:00 1003                       /state/000001.vlog
+Rss:                  8 kB
+7f0000300000-7f0000400000 rw-p 00000000 00:00 0 
+Rss:                 999 kB
+7f0000400000-7f0000500000 r--s 00000000 fe:00 1004                       /state/000009.sst (deleted)
+Rss:                  12 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                  16 kB
+`)
+	got := parseSmaps(smaps)
+	want := MappedFiles{Tables: 312 << 10, Logs: 108 << 10, Other: 20 << 10}
+	if got != want {
+		t.Fatalf("parseSmaps = %+v, want %+v", got, want)
+	}
+}
