@@ -87,7 +87,11 @@ func readTables(s *Store, lo, hi int) error {
 func TestReleaseMappedDropsResidentTablePagesAndKeepsTheData(t *testing.T) {
 	dir := t.TempDir()
 	const keys = 60_000 // about 9 MiB of values: several tables at the smallest memtable
-	s, err := Open(dir, Options{CacheSize: MinCacheSize, ReleaseMappedEvery: -1}, nil)
+	// No level-0 compaction (the default starts one at the first flushed
+	// table): one running between the count of mappings and the release
+	// would add, drop and touch tables under the test's feet.
+	opts := Options{CacheSize: MinCacheSize, ReleaseMappedEvery: -1, NumLevelZeroTables: 100, NumLevelZeroTablesStall: 200}
+	s, err := Open(dir, opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +99,7 @@ func TestReleaseMappedDropsResidentTablePagesAndKeepsTheData(t *testing.T) {
 	if err := s.Close(); err != nil { // flushes the memtable to a table
 		t.Fatal(err)
 	}
-	if s, err = Open(dir, Options{CacheSize: MinCacheSize, ReleaseMappedEvery: -1}, nil); err != nil {
+	if s, err = Open(dir, opts, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
