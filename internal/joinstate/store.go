@@ -176,6 +176,9 @@ func Open(dir string, opts Options, log *zap.Logger) (*Store, error) {
 		bo = bo.WithInMemory(true).WithDir("").WithValueDir("")
 	}
 	if !opts.InMemory {
+		if err := removeEmptyLogs(dir, log); err != nil {
+			return nil, err
+		}
 		if err := verifyTables(dir); err != nil {
 			return nil, err
 		}
