@@ -64,7 +64,7 @@ type SchemaRegistry struct {
 type State struct {
 	// CacheSize bounds the state's memory: Badger's memtables, block cache
 	// and table builders (see joinstate.Options). Also sets the Go memory
-	// limit (GOMEMLIMIT, unless set) to CacheSize + 128 MiB. Bytes, or with
+	// limit (GOMEMLIMIT, unless set) to CacheSize + 192 MiB. Bytes, or with
 	// a unit ("256MiB"). Default 256MiB, for a process of about 512 MiB
 	// (twice it); minimum 24MiB.
 	CacheSize ByteSize `yaml:"cache_size"`

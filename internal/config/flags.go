@@ -62,7 +62,7 @@ var Flags = []Flag{
 	{"kafka.sasl.aws.region", "kafka.sasl.aws.region", "AWS_MSK_IAM: region (default from the environment)"},
 	{"kafka.sasl.aws.user-agent", "kafka.sasl.aws.user_agent", "AWS_MSK_IAM: user agent (default franz-go's)"},
 	{"state-dir", "state_dir", "Badger state directory"},
-	{"state.cache-size", "state.cache_size", "memory of the state: Badger memtables, block cache and table builders (minimum 24MiB); the Go memory limit is this + 128MiB"},
+	{"state.cache-size", "state.cache_size", "memory of the state: Badger memtables, block cache and table builders (minimum 24MiB); the Go memory limit is this + 192MiB"},
 	{"state.violation-retention", "state.violation_retention", "how long resolved violations are kept (their ids as long again)"},
 	{"rule-files", "rule_files", "rule file globs, comma-separated"},
 	{"http.listen", "http.listen", "HTTP listen address for /metrics, health and API"},
