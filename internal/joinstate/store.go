@@ -357,18 +357,26 @@ func (sn *snapshot) Get(key string) ([]byte, bool, error) {
 	return nil, false, fmt.Errorf("read state %q of partition %d: %w", key, sn.partition, err)
 }
 
+// bounds returns the stored keys of the range [start, end) of the
+// partition. A range stays inside the key type of start: an empty end, or one
+// of another type, ends with that type.
+func (sn *snapshot) bounds(start, end string) (lo, hi []byte, err error) {
+	if len(start) < statekey.TypeLen {
+		return nil, nil, fmt.Errorf("range start %q is shorter than a key type", start)
+	}
+	lo = statekey.Stored(sn.partition, start)
+	if len(end) >= statekey.TypeLen && end[:statekey.TypeLen] == start[:statekey.TypeLen] {
+		return lo, statekey.Stored(sn.partition, end), nil
+	}
+	return lo, []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen])))), nil
+}
+
 // Scan visits [start, end) of the partition. A range stays inside the key
 // type of start: an empty end, or one of another type, ends with that type.
 func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bool) error {
-	if len(start) < statekey.TypeLen {
-		return fmt.Errorf("scan start %q is shorter than a key type", start)
-	}
-	lo := statekey.Stored(sn.partition, start)
-	var hi []byte
-	if len(end) >= statekey.TypeLen && end[:statekey.TypeLen] == start[:statekey.TypeLen] {
-		hi = statekey.Stored(sn.partition, end)
-	} else {
-		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
+	lo, hi, err := sn.bounds(start, end)
+	if err != nil {
+		return fmt.Errorf("scan: %w", err)
 	}
 	// Every key in [lo, hi) starts with their common prefix. Bounding the
 	// iterator by it keeps Badger from walking on past hi: its Seek and Next
@@ -376,7 +384,7 @@ func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bo
 	// index (deadlines, expiries) holds a long run of deleted keys beyond
 	// the watermark, which every due scan would otherwise walk through.
 	prefix := commonPrefix(lo, hi)
-	err := func() error {
+	err = func() error {
 		it := sn.view().NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
 		for it.Seek(lo); it.Valid(); it.Next() {
@@ -408,15 +416,9 @@ func (sn *snapshot) Scan(start, end string, fn func(key string, value []byte) bo
 // LastKey implements engine.LastKeySnapshot with one reverse seek. The
 // range stays inside the key type of start, as in Scan.
 func (sn *snapshot) LastKey(start, end string) (string, bool, error) {
-	if len(start) < statekey.TypeLen {
-		return "", false, fmt.Errorf("range start %q is shorter than a key type", start)
-	}
-	lo := statekey.Stored(sn.partition, start)
-	var hi []byte
-	if len(end) >= statekey.TypeLen && end[:statekey.TypeLen] == start[:statekey.TypeLen] {
-		hi = statekey.Stored(sn.partition, end)
-	} else {
-		hi = []byte(statekey.PrefixEnd(string(statekey.Stored(sn.partition, start[:statekey.TypeLen]))))
+	lo, hi, err := sn.bounds(start, end)
+	if err != nil {
+		return "", false, err
 	}
 	it := sn.view().NewIterator(badger.IteratorOptions{Prefix: commonPrefix(lo, hi), Reverse: true})
 	defer it.Close()
