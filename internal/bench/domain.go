@@ -3,16 +3,15 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/procfs"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -293,32 +292,23 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// machineCPU is the machine's CPU time from /proc/stat, in clock ticks:
-// busy (everything but idle and iowait) and total, over all cores.
-type machineCPU struct{ busy, total uint64 }
+// machineCPU is the machine's CPU time from /proc/stat, in seconds over all
+// cores: busy (everything but idle and iowait) and total. Guest time is in
+// user time already, so it is not added again.
+type machineCPU struct{ busy, total float64 }
 
 func readMachineCPU() machineCPU {
-	b, err := os.ReadFile("/proc/stat")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return machineCPU{}
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 5 || fields[0] != "cpu" {
+	st, err := fs.Stat()
+	if err != nil {
 		return machineCPU{}
 	}
-	var m machineCPU
-	for i, f := range fields[1:] {
-		n, err := strconv.ParseUint(f, 10, 64)
-		if err != nil {
-			return machineCPU{}
-		}
-		m.total += n
-		if i != 3 && i != 4 { // idle, iowait
-			m.busy += n
-		}
-	}
-	return m
+	c := st.CPUTotal
+	busy := c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal
+	return machineCPU{busy: busy, total: busy + c.Idle + c.Iowait}
 }
 
 // coresBusySince is how many cores were busy on average since then.
@@ -326,7 +316,7 @@ func (m machineCPU) coresBusySince(then machineCPU) float64 {
 	if then.total == 0 || m.total <= then.total {
 		return 0
 	}
-	return float64(m.busy-then.busy) / float64(m.total-then.total) * float64(runtime.NumCPU())
+	return (m.busy - then.busy) / (m.total - then.total) * float64(runtime.NumCPU())
 }
 
 // gatherStages reads the consumer's batch stage metrics.

@@ -86,3 +86,20 @@ Rss:                  16 kB
 		t.Fatalf("parseSmaps = %+v, want %+v", got, want)
 	}
 }
+
+// The machine's cores busy over a stretch in which this test keeps one core
+// busy is more than nothing and at most every core.
+func TestMachineCoresBusyCountsThisProcesssWork(t *testing.T) {
+	then := readMachineCPU()
+	if then.total == 0 {
+		t.Fatal("/proc/stat not read")
+	}
+	x := 0
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		x++
+	}
+	busy := readMachineCPU().coresBusySince(then)
+	if busy <= 0.3 || busy > float64(runtime.NumCPU())+0.01 {
+		t.Fatalf("cores busy while one spun (%d turns): %.2f; want above 0.3 and at most %d", x, busy, runtime.NumCPU())
+	}
+}
