@@ -23,7 +23,7 @@ import (
 // member that gains a partition restores it from there unless its own copy
 // is current.
 
-func (c *Consumer) changelogTopic() string { return c.cfg.Group + ".changelog" }
+func (c *Consumer) changelogTopic() string { return c.changelogName }
 
 // ensureChangelog creates the changelog topic, compacted, with as many
 // partitions as the widest input topic.
@@ -111,25 +111,63 @@ func (c *Consumer) growChangelog(ctx context.Context, min int32) error {
 }
 
 // changelogRecords renders one partition's delta and applied offsets.
+//
+// It allocates per call, not per record: the records are one slice and
+// their keys one buffer. Ownership: the records, their keys and that buffer
+// are new here and handed whole to the producer; nothing writes to them
+// afterwards (the batch only reads a record's topic, partition and offset
+// once it is acknowledged). A record's value is the delta's own op.Value,
+// not a copy: the engine never modifies a value once it is put (engine.Op),
+// franz-go only reads it, and Store.Commit hands the same slice to Badger,
+// which only reads it too.
 func (c *Consumer) changelogRecords(p int32, d *engine.Delta, offsets map[string]int64) []*kgo.Record {
-	out := make([]*kgo.Record, 0, len(d.Ops)+len(offsets))
+	n, keyBytes := len(d.Ops)+len(offsets), 0
+	for k := range d.Ops {
+		keyBytes += len(k)
+	}
+	for t := range offsets {
+		keyBytes += len(joinstate.ChangelogKeyPrefixOffset) + len(t)
+	}
+	recs := make([]kgo.Record, 0, n)
+	keys := make([]byte, 0, keyBytes)
+	key := func(parts ...string) []byte {
+		start := len(keys)
+		for _, s := range parts {
+			keys = append(keys, s...)
+		}
+		return keys[start:len(keys):len(keys)]
+	}
 	for k, op := range d.Ops {
-		r := &kgo.Record{Topic: c.changelogTopic(), Partition: p, Key: []byte(k)}
+		r := kgo.Record{Topic: c.changelogName, Partition: p, Key: key(k)}
 		if !op.Delete {
 			// An empty value is a value, not a tombstone: keep it non-nil.
-			r.Value = append(make([]byte, 0, len(op.Value)), op.Value...)
+			r.Value = op.Value
+			if r.Value == nil {
+				r.Value = emptyValue
+			}
 		}
-		out = append(out, r)
+		recs = append(recs, r)
 	}
+	vals := make([]byte, 0, 8*len(offsets))
 	for t, off := range offsets {
-		out = append(out, &kgo.Record{
-			Topic: c.changelogTopic(), Partition: p,
-			Key:   []byte(joinstate.ChangelogKeyPrefixOffset + t),
-			Value: binary.BigEndian.AppendUint64(nil, uint64(off)),
+		vals = binary.BigEndian.AppendUint64(vals, uint64(off))
+		recs = append(recs, kgo.Record{
+			Topic: c.changelogName, Partition: p,
+			Key:   key(joinstate.ChangelogKeyPrefixOffset, t),
+			Value: vals[len(vals)-8 : len(vals) : len(vals)],
 		})
+	}
+	out := make([]*kgo.Record, len(recs))
+	for i := range recs {
+		out[i] = &recs[i]
 	}
 	return out
 }
+
+// emptyValue is the value of a changelog record for a state entry whose
+// value is empty: non-nil, so it is not a tombstone, and of capacity zero,
+// so nothing can write into it.
+var emptyValue = make([]byte, 0)
 
 // restore rebuilds partition id from the changelog unless the local state
 // already reflects the changelog's end.

@@ -102,16 +102,19 @@ func (c Config) withDefaults() Config {
 
 // Consumer is the monitor's group consumer.
 type Consumer struct {
-	cfg     Config
-	rs      *rules.RuleSet
-	store   *joinstate.Store
-	log     *zap.Logger
-	cl      *kgo.Client
-	adm     *kadm.Client
-	topics  []string
-	metrics *engine.Metrics
-	lag     *prometheus.GaugeVec
-	dlqOut  *prometheus.CounterVec
+	cfg    Config
+	rs     *rules.RuleSet
+	store  *joinstate.Store
+	log    *zap.Logger
+	cl     *kgo.Client
+	adm    *kadm.Client
+	topics []string
+	// changelogName is the changelog topic, "<group>.changelog": built
+	// once, as it is read for every changelog record.
+	changelogName string
+	metrics       *engine.Metrics
+	lag           *prometheus.GaugeVec
+	dlqOut        *prometheus.CounterVec
 	// skipped counts records read again at or below the applied offset.
 	skipped *prometheus.CounterVec
 	// schemaRetries counts records held back because their schema could not
@@ -217,9 +220,10 @@ func New(ctx context.Context, cfg Config, rs *rules.RuleSet, store *joinstate.St
 	}
 	c := &Consumer{
 		cfg: cfg, rs: rs, store: store, log: log, metrics: metrics,
-		topics:   topicsOf(rs),
-		assigned: map[string]map[int32]bool{},
-		parts:    map[int32]*partition{},
+		topics:        topicsOf(rs),
+		changelogName: cfg.Group + ".changelog",
+		assigned:      map[string]map[int32]bool{},
+		parts:         map[int32]*partition{},
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "invmon_consumer_lag_records", Help: "Records between the monitor's position and the high-water mark, per topic and partition.",
 		}, []string{"topic", "partition"}),

@@ -29,17 +29,20 @@ func (c *Consumer) produceBounded(out []*kgo.Record) (kgo.ProduceResults, error)
 		done    = make(chan struct{})
 	)
 	left.Store(int64(len(out)))
+	// One promise for every record: a closure made per record was an
+	// allocation per changelog record.
+	promise := func(r *kgo.Record, err error) {
+		mu.Lock()
+		results = append(results, kgo.ProduceResult{Record: r, Err: err})
+		mu.Unlock()
+		if left.Add(-1) == 0 {
+			close(done)
+		}
+	}
 	for _, r := range out {
 		// The context fails records not yet sent when it expires; records
 		// already sent to a silent broker are not waited for beyond it.
-		c.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			mu.Lock()
-			results = append(results, kgo.ProduceResult{Record: r, Err: err})
-			mu.Unlock()
-			if left.Add(-1) == 0 {
-				close(done)
-			}
-		})
+		c.cl.Produce(ctx, r, promise)
 	}
 	select {
 	case <-done:

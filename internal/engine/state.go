@@ -17,6 +17,9 @@ import (
 
 // Op is one change to a partition's durable state.
 type Op struct {
+	// Value is never modified once the op is recorded (every put hands
+	// over a slice made for it), so its readers share it without a copy:
+	// the partition's decoder, the changelog record, Badger's transaction.
 	Value  []byte
 	Delete bool
 	// fresh marks a key written in this delta that exists nowhere below it:
