@@ -406,20 +406,24 @@ func (p *Partition) Apply(rec *Record, now time.Time) (err error) {
 			if err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadKey, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
-			m := match{ref: ref, key: key, eventID: id, time: t, src: src, raw: rec.Value}
+			// The match is built in place in p.matches: a local one escaped
+			// to the heap through extract, an allocation per match. A record
+			// rejected below leaves it there, and the next Apply resets
+			// p.matches before anything reads it.
+			p.matches = append(p.matches, match{ref: ref, key: key, eventID: id, time: t, src: src, raw: rec.Value})
+			m := &p.matches[len(p.matches)-1]
 			if ref.role == roleTrigger {
 				if m.impact, m.customer, err = rule.impact(ev); err != nil {
 					return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadImpact, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 				}
 			}
-			if err := ref.ev.extract(ev, ref, &m); err != nil {
+			if err := ref.ev.extract(ev, ref, m); err != nil {
 				return p.reject(rec.Topic, &DecodeError{Reason: ReasonBadField, Stream: st.s.Name, Rule: rule.rule.Name, Err: err})
 			}
 			if de := m.validate(p.bounds); de != nil {
 				de.Stream, de.Rule = st.s.Name, rule.rule.Name
 				return p.reject(rec.Topic, de)
 			}
-			p.matches = append(p.matches, m)
 		}
 	}
 	ev.Lookups = nil
