@@ -467,6 +467,48 @@ type PartitionDelta struct {
 func (s *Store) Commit(deltas ...PartitionDelta) error {
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
+	// The state's stored keys are carved from one buffer and its writes'
+	// entries from one slice, instead of a key and an entry allocated per
+	// write. Ownership: Badger's transaction keeps each key, value and
+	// entry until it is committed or discarded; both are made here, and
+	// nothing writes to a part of them once it is handed over (an append
+	// writes past every part handed over, and a buffer that grows is
+	// copied, leaving the parts handed over where they were), so what
+	// Badger reads is what was set. Values are the delta's own (engine.Op:
+	// never modified once recorded); Badger copies keys and values into its
+	// memtable and value log by the time Commit returns.
+	keyBytes, sets := 0, 0
+	for _, pd := range deltas {
+		if pd.Delta == nil {
+			continue
+		}
+		for k, op := range pd.Delta.Ops {
+			keyBytes += len(k) + 4
+			if !op.Delete {
+				sets++
+			}
+		}
+	}
+	keys := make([]byte, 0, keyBytes)
+	stored := func(partition int32, k string) []byte {
+		start := len(keys)
+		keys = statekey.AppendStored(keys, partition, k)
+		return keys[start:len(keys):len(keys)]
+	}
+	writes := make([]badger.Entry, 0, sets)
+	setEntry := func(k, v []byte) error {
+		writes = append(writes, badger.Entry{Key: k, Value: v})
+		e := &writes[len(writes)-1]
+		err := txn.SetEntry(e)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.SetEntry(e)
+		}
+		return err
+	}
 	set := func(k, v []byte) error {
 		err := txn.Set(k, v)
 		if errors.Is(err, badger.ErrTxnTooBig) {
@@ -509,9 +551,9 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 				}
 			}
 			if op.Delete {
-				err = del(statekey.Stored(pd.Partition, k))
+				err = del(stored(pd.Partition, k))
 			} else {
-				err = set(statekey.Stored(pd.Partition, k), op.Value)
+				err = setEntry(stored(pd.Partition, k), op.Value)
 			}
 			if err != nil {
 				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
