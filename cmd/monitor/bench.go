@@ -218,8 +218,8 @@ func benchState(events, partitions int, cacheSize int64, live bench.LiveOptions)
 		fmt.Printf("memory peaks, %-10s     RSS %.0f MiB, anonymous %.0f MiB, file-backed %.0f MiB, Go heap objects %.0f MiB (Badger's table builders %.0f MiB), Go mapped %.0f MiB; VmHWM %.0f MiB (each its own peak over %d samples, every %s)\n",
 			m.name+":", mib(m.peaks.RSS), mib(m.peaks.Anon), mib(m.peaks.File), mib(m.peaks.GoHeap), mib(m.peaks.Builders), mib(m.peaks.GoMapped), mib(m.peaks.HWM),
 			m.peaks.Samples, bench.MemSampleEvery)
-		fmt.Printf("  file-backed by kind, peaks: Badger tables %.0f MiB, memtable and value logs %.0f MiB, other files (the binary) %.0f MiB (every %s)\n",
-			mib(m.peaks.Mapped.Tables), mib(m.peaks.Mapped.Logs), mib(m.peaks.Mapped.Other), bench.MappedEvery*bench.MemSampleEvery)
+		fmt.Printf("  file-backed by kind, peaks: Badger tables %.0f MiB (of them not in the LSM tree, a compaction's new tables or replaced ones still read, %.0f MiB), memtable and value logs %.0f MiB, other files (the binary) %.0f MiB (every %s)\n",
+			mib(m.peaks.Mapped.Tables), mib(m.peaks.Mapped.Unlisted), mib(m.peaks.Mapped.Logs), mib(m.peaks.Mapped.Other), bench.MappedEvery*bench.MemSampleEvery)
 	}
 	fmt.Printf("Go heap in use at the end:   %.0f MiB\n", float64(res.HeapInUse)/(1<<20))
 	fmt.Printf("GC share of CPU:             %.1f%%\n", 100*res.GCShare)

@@ -9,9 +9,11 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +54,12 @@ type MappedFiles struct {
 	// write-ahead logs (.mem) and value log (.vlog); Other every other
 	// file (the binary, shared libraries).
 	Tables, Logs, Other uint64
+	// Unlisted is the part of Tables whose tables are not in the LSM tree
+	// when sampled: a running compaction's new tables, written but not yet
+	// installed, and tables a compaction replaced that a reader still
+	// holds. The state's releaser (joinstate's mapped.go) releases listed
+	// tables only. Zero when the sampler was not told the listed tables.
+	Unlisted uint64
 }
 
 // MappedEvery is how many samples go between two readings of
@@ -79,6 +87,7 @@ func (p *MemPeaks) add(s MemSample) {
 	p.Mapped.Tables = max(p.Mapped.Tables, s.Mapped.Tables)
 	p.Mapped.Logs = max(p.Mapped.Logs, s.Mapped.Logs)
 	p.Mapped.Other = max(p.Mapped.Other, s.Mapped.Other)
+	p.Mapped.Unlisted = max(p.Mapped.Unlisted, s.Mapped.Unlisted)
 	p.Samples++
 }
 
@@ -109,21 +118,34 @@ func ReadMem() MemSample {
 }
 
 // ReadMapped reads what the resident file-backed pages belong to from
-// /proc/self/smaps; zero where it cannot be read.
-func ReadMapped() MappedFiles {
+// /proc/self/smaps; zero where it cannot be read. listed, when not nil,
+// returns the ids of the tables in the LSM tree (joinstate's
+// Store.TableIDs), to count the rest as Unlisted; it is read before and
+// after smaps, and a table listed either time counts as listed.
+func ReadMapped(listed func() map[uint64]bool) MappedFiles {
+	var before map[uint64]bool
+	if listed != nil {
+		before = listed()
+	}
 	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		return MappedFiles{}
 	}
-	return parseSmaps(b)
+	if listed == nil {
+		return parseSmaps(b, nil)
+	}
+	after := listed()
+	return parseSmaps(b, func(id uint64) bool { return before[id] || after[id] })
 }
 
 // parseSmaps sums the Rss of each file mapping in a /proc/PID/smaps
 // listing by the file's kind. A mapping's header line is
 // "start-end perms offset dev inode path"; its Rss line follows it.
-func parseSmaps(b []byte) MappedFiles {
+// listed, when not nil, tells which table ids are in the LSM tree.
+func parseSmaps(b []byte, listed func(id uint64) bool) MappedFiles {
 	var m MappedFiles
 	var into *uint64
+	unlisted := false
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -134,6 +156,9 @@ func parseSmaps(b []byte) MappedFiles {
 			if fields := bytes.Fields(rss); len(fields) > 0 {
 				if n, err := strconv.ParseUint(string(fields[0]), 10, 64); err == nil {
 					*into += n << 10
+					if unlisted {
+						m.Unlisted += n << 10
+					}
 				}
 			}
 			continue
@@ -143,7 +168,7 @@ func parseSmaps(b []byte) MappedFiles {
 			continue
 		}
 		// A new mapping: anonymous ones (no path, or [heap], [stack]) count nowhere.
-		into = nil
+		into, unlisted = nil, false
 		if len(fields) < 6 || !bytes.HasPrefix(fields[5], []byte("/")) {
 			continue
 		}
@@ -151,6 +176,10 @@ func parseSmaps(b []byte) MappedFiles {
 		switch {
 		case bytes.HasSuffix(path, []byte(".sst")):
 			into = &m.Tables
+			if listed != nil {
+				id, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(string(path)), ".sst"), 10, 64)
+				unlisted = err == nil && !listed(id)
+			}
 		case bytes.HasSuffix(path, []byte(".mem")), bytes.HasSuffix(path, []byte(".vlog")):
 			into = &m.Logs
 		default:
@@ -218,10 +247,11 @@ func parseStatus(b []byte) MemSample {
 // MemSampler reads the process's memory every interval in a goroutine of
 // its own and keeps the peaks.
 type MemSampler struct {
-	mu    sync.Mutex
-	peaks MemPeaks
-	stop  chan struct{}
-	done  chan struct{}
+	mu     sync.Mutex
+	peaks  MemPeaks
+	listed func() map[uint64]bool
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // StartMemSampler starts sampling every interval, and once right away.
@@ -248,9 +278,17 @@ func (m *MemSampler) sample() {
 	s := ReadMem()
 	m.mu.Lock()
 	if m.peaks.Samples%MappedEvery == 0 {
-		s.Mapped = ReadMapped()
+		s.Mapped = ReadMapped(m.listed)
 	}
 	m.peaks.add(s)
+	m.mu.Unlock()
+}
+
+// ListTables tells the sampler which tables are in the LSM tree now (nil:
+// none known), to split the tables' resident pages (MappedFiles.Unlisted).
+func (m *MemSampler) ListTables(listed func() map[uint64]bool) {
+	m.mu.Lock()
+	m.listed = listed
 	m.mu.Unlock()
 }
 

@@ -80,10 +80,16 @@ Rss:                  12 kB
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
 Rss:                  16 kB
 `)
-	got := parseSmaps(smaps)
+	got := parseSmaps(smaps, nil)
 	want := MappedFiles{Tables: 312 << 10, Logs: 108 << 10, Other: 20 << 10}
 	if got != want {
 		t.Fatalf("parseSmaps = %+v, want %+v", got, want)
+	}
+	// Table 12 is in the LSM tree, 9 (deleted, still mapped) is not.
+	got = parseSmaps(smaps, func(id uint64) bool { return id == 12 })
+	want.Unlisted = 12 << 10
+	if got != want {
+		t.Fatalf("parseSmaps with table 12 listed = %+v, want %+v", got, want)
 	}
 }
 

@@ -88,6 +88,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	if err != nil {
 		return nil, err
 	}
+	mem.ListTables(store.TableIDs)
 	t0 := time.Now().UTC().Add(-time.Duration(n) * time.Millisecond)
 	parts := make([]*engine.Partition, partitions)
 	for i := range parts {
@@ -180,6 +181,7 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 		res.LiveEntries += p.Live()
 	}
 	res.FillMem = mem.Peaks()
+	mem.ListTables(nil)
 	if err := store.Close(); err != nil {
 		return nil, err
 	}
@@ -191,7 +193,11 @@ func State(dir string, n, partitions, batch int, cacheSize int64, progress io.Wr
 	if store, err = joinstate.Open(dir, joinstate.Options{CacheSize: cacheSize}, nil); err != nil {
 		return nil, err
 	}
-	defer store.Close()
+	mem.ListTables(store.TableIDs)
+	defer func() {
+		mem.ListTables(nil)
+		store.Close()
+	}()
 	now := t0.Add(time.Duration(n) * time.Millisecond)
 	for i := range parts {
 		if _, err := store.AppliedOffset("payments", int32(i)); err != nil {

@@ -88,6 +88,11 @@ func (s *Store) releaseMapped() (int, error) {
 	return n, nil
 }
 
+// TableIDs returns the ids of the tables in the LSM tree now: not the new
+// tables of a compaction still running, nor those it replaced and a reader
+// still holds. Their files are NNNNNN.sst in the state directory.
+func (s *Store) TableIDs() map[uint64]bool { return tableIDs(s.db) }
+
 func tableIDs(db *badger.DB) map[uint64]bool {
 	ids := map[uint64]bool{}
 	for _, t := range db.Tables() {
