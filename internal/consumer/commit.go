@@ -88,6 +88,12 @@ func (c *Consumer) stateCommitter() {
 		if !b.failed && c.commitErr.Load() == nil {
 			if err := c.commitState(b); err != nil {
 				c.commitErr.CompareAndSwap(nil, &err)
+			} else {
+				// Nothing reads the batch's deltas any more: their
+				// records are acknowledged and their state committed.
+				for _, pd := range b.deltas {
+					pd.Delta.Recycle()
+				}
 			}
 		}
 		c.inflight.Add(-1)

@@ -51,7 +51,9 @@ func BenchmarkApplyFiveRules(b *testing.B) {
 			}
 			if i%batch == batch-1 {
 				p.Advance(now)
-				snap.Apply(p.TakeDelta())
+				d := p.TakeDelta()
+				snap.Apply(d)
+				d.Recycle()
 			}
 		}
 		p.Advance(now.Add(time.Minute))

@@ -516,7 +516,7 @@ func (p *Partition) PendingCount() int {
 
 // TakeDelta returns the durable changes since the last call and starts a new
 // delta. The caller writes them, with the applied offsets, in one batch, and
-// marks the delta durable once that write is synced.
+// marks the delta durable once that write is synced; it may then Recycle it.
 func (p *Partition) TakeDelta() *Delta {
 	for name, st := range p.streams {
 		if st.dirty {
@@ -531,8 +531,17 @@ func (p *Partition) TakeDelta() *Delta {
 		}
 	}
 	d := p.delta
-	p.delta = newDelta(len(d.Ops))
-	p.inflight = slices.DeleteFunc(p.inflight, func(d *Delta) bool { return d.durable.Load() })
+	var spare *Delta
+	p.inflight = slices.DeleteFunc(p.inflight, func(d *Delta) bool {
+		if !d.durable.Load() {
+			return false
+		}
+		if d.recyclable.Load() {
+			spare = d
+		}
+		return true
+	})
+	p.delta = reuse(spare, len(d.Ops))
 	if len(d.Ops) > 0 {
 		p.inflight = append(p.inflight, d)
 	}

@@ -52,6 +52,8 @@ type Delta struct {
 	index *btree.BTreeG[string]
 
 	durable atomic.Bool
+	// recyclable is set by Recycle: the caller is done with the delta.
+	recyclable atomic.Bool
 }
 
 // newDelta returns an empty delta with its key index.
@@ -100,6 +102,30 @@ func (d *Delta) Empty() bool { return len(d.Ops) == 0 && len(d.Changed) == 0 }
 // MarkDurable tells the partition that took d that d is in the state it
 // reads (Snapshot), so it may stop reading through d.
 func (d *Delta) MarkDurable() { d.durable.Store(true) }
+
+// Recycle tells the partition that took d that its caller will not read d
+// again: once d is durable too, the partition may reuse its map and index
+// for a later delta, and d's Ops become nil. A batch's map then costs no
+// allocation, nor the dozen copies of growing to the batch's size. Changed
+// is left as it is. A caller that keeps deltas (tests, tools) simply never
+// calls it.
+func (d *Delta) Recycle() { d.recyclable.Store(true) }
+
+// reuse returns an empty delta with the map and index of spare, a delta
+// that is durable and recycled, or a new delta for capacity keys when
+// spare is nil.
+func reuse(spare *Delta, capacity int) *Delta {
+	if spare == nil || spare.Ops == nil || spare.index == nil {
+		return newDelta(capacity)
+	}
+	ops, index := spare.Ops, spare.index
+	// A reader that ignored Recycle finds nothing rather than another
+	// batch's changes.
+	spare.Ops, spare.index = nil, nil
+	clear(ops)
+	index.Clear(true)
+	return &Delta{Ops: ops, index: index}
+}
 
 // Snapshot is a partition's durable state as the engine reads it: a sorted
 // key-value store (Kafka Streams' KeyValueStore is the model). joinstate
