@@ -78,23 +78,32 @@ func (p *Partition) orderedOf(key string) *orderedPrefix {
 // layers; fn returns false to stop. fn may write state: the iteration sees
 // the state as it was when the scan began.
 func (p *Partition) scan(start, end string, fn func(key string, value []byte) bool) {
-	var over map[string]Op
+	// The overlay's map and key list are the partition's, reused scan after
+	// scan (they were an allocation and a dozen growths per due scan); a
+	// scan started from inside another's fn gets its own.
+	sc := &p.scanScratch
+	if sc.busy {
+		sc = &scanScratch{}
+	}
+	sc.busy = true
+	defer sc.reset()
+	if sc.over == nil {
+		sc.over = map[string]Op{}
+	}
+	over := sc.over
 	// Deltas index only the keys of time-ordered prefixes; any other range
 	// (all violations, for tools) reads their keys in full.
 	o := p.orderedOf(start)
 	indexed := o != nil && end != "" && end <= statekey.PrefixEnd(o.prefix)
-	for _, d := range append(slices.Clip(p.inflight), p.delta) {
-		d.rangeOps(start, end, indexed, func(k string, op Op) {
-			if over == nil {
-				over = map[string]Op{}
-			}
-			over[k] = op
-		})
+	for _, d := range p.inflight {
+		d.rangeOps(start, end, indexed, func(k string, op Op) { over[k] = op })
 	}
-	keys := make([]string, 0, len(over))
+	p.delta.rangeOps(start, end, indexed, func(k string, op Op) { over[k] = op })
+	keys := sc.keys[:0]
 	for k := range over {
 		keys = append(keys, k)
 	}
+	sc.keys = keys
 	slices.Sort(keys)
 	i, stopped := 0, false
 	// emit hands fn the overlay keys before k (all of them when k is "").
@@ -136,6 +145,22 @@ func (p *Partition) scan(start, end string, fn func(key string, value []byte) bo
 	if !stopped {
 		emit("", true)
 	}
+}
+
+// scanScratch is the overlay a scan builds: the newest op of every delta
+// key in its range, and those keys in order.
+type scanScratch struct {
+	over map[string]Op
+	keys []string
+	busy bool
+}
+
+// reset empties the scratch for the next scan, keeping its room.
+func (sc *scanScratch) reset() {
+	clear(sc.over)
+	clear(sc.keys) // drop the strings, keep the room
+	sc.keys = sc.keys[:0]
+	sc.busy = false
 }
 
 // scanDue is scan over a time-ordered range from prefix to end that is

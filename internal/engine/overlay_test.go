@@ -55,3 +55,47 @@ func TestScanThroughIndexedDeltas(t *testing.T) {
 		t.Fatalf("open-ended scan = %v, want %v", got, want)
 	}
 }
+
+// Scans reuse one overlay: a scan started inside another's callback, and
+// scans one after the other, each see exactly their own range's keys, and
+// a scan that stops early leaves nothing behind for the next.
+func TestScansInsideScansAndOneAfterAnotherKeepTheirOverlays(t *testing.T) {
+	snap := NewMemSnapshot()
+	base := newDelta(0)
+	base.set("r/a/1", Op{Value: []byte("a1")}, false)
+	base.set("r/b/1", Op{Value: []byte("b1")}, false)
+	snap.Apply(base)
+	p := &Partition{snap: snap, delta: newDelta(0), ordered: []orderedPrefix{{prefix: "r/a/"}, {prefix: "r/b/"}}}
+	p.put("r/a/2", []byte("a2"), true)
+	p.put("r/b/2", []byte("b2"), true)
+	p.del("r/b/1")
+
+	collect := func(start, end string, stopAfter int) []string {
+		var got []string
+		p.scan(start, end, func(k string, v []byte) bool {
+			got = append(got, k+"="+string(v))
+			return len(got) != stopAfter
+		})
+		return got
+	}
+	var outer, inner []string
+	p.scan("r/a/", "r/a/9", func(k string, v []byte) bool {
+		outer = append(outer, k+"="+string(v))
+		if inner == nil {
+			inner = collect("r/b/", "r/b/9", 0)
+		}
+		return true
+	})
+	if want := []string{"r/a/1=a1", "r/a/2=a2"}; !slices.Equal(outer, want) {
+		t.Fatalf("outer scan = %v, want %v", outer, want)
+	}
+	if want := []string{"r/b/2=b2"}; !slices.Equal(inner, want) {
+		t.Fatalf("inner scan = %v, want %v", inner, want)
+	}
+	if got := collect("r/a/", "r/a/9", 1); !slices.Equal(got, []string{"r/a/1=a1"}) {
+		t.Fatalf("stopped scan = %v", got)
+	}
+	if got, want := collect("r/b/", "r/b/9", 0), []string{"r/b/2=b2"}; !slices.Equal(got, want) {
+		t.Fatalf("scan after a stopped one = %v, want %v", got, want)
+	}
+}

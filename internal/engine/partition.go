@@ -119,6 +119,8 @@ type Partition struct {
 	matches []match
 	// kb is the buffer state keys are built in (see ruleBase.key).
 	kb []byte
+	// scanScratch is reused by scan (see overlay.go).
+	scanScratch scanScratch
 	// bounds is the accepted event-time range.
 	bounds TimeBounds
 }
