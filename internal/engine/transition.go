@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,8 @@ type transition struct {
 	// and the store's read of a key that does not exist walks every level.
 	bufferTop string
 	buffered  map[string]struct{}
+	// due is reused by advance for the events it releases.
+	due []transitionEvent
 }
 
 // transitionEvent is one buffered state change.
@@ -131,11 +134,13 @@ func (t *transition) advance(now time.Time) {
 	if wm.IsZero() {
 		return
 	}
-	var due []*transitionEvent
+	// The released events are gathered by value in a slice the rule reuses
+	// advance after advance, not one allocation each.
+	due := t.due[:0]
 	qp := t.key("q", "")
 	t.p.scanDue(qp, statekey.Until(qp, wm.Add(1)), func(k string, v []byte) bool {
 		d := dec{b: bytes.Clone(v)} // the scan lends v for this call only
-		e := &transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
+		e := transitionEvent{trigger: d.trigger(), State: d.str(), Version: d.f64(), HasVersion: d.flag()}
 		if d.err != nil {
 			t.p.fail(fmt.Errorf("rule %s: buffered event %q: %w", t.rule.Name, k, d.err))
 			return false
@@ -147,15 +152,22 @@ func (t *transition) advance(now time.Time) {
 		return true
 	})
 	// Events released together are applied per entity in their true order.
-	sort.SliceStable(due, func(i, j int) bool {
-		if due[i].Key != due[j].Key {
-			return due[i].Key < due[j].Key
+	slices.SortStableFunc(due, func(a, b transitionEvent) int {
+		switch {
+		case a.Key != b.Key:
+			return strings.Compare(a.Key, b.Key)
+		case a.before(&b):
+			return -1
+		case b.before(&a):
+			return 1
 		}
-		return due[i].before(due[j])
+		return 0
 	})
-	for _, e := range due {
-		t.step(e, now)
+	for i := range due {
+		t.step(&due[i], now)
 	}
+	clear(due) // let the events' buffers go
+	t.due = due[:0]
 	ep := t.key("E", "")
 	t.p.scanDue(ep, statekey.Until(ep, wm.Add(-t.spec.Retention)), func(k string, _ []byte) bool {
 		t.p.del(k)
