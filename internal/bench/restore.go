@@ -11,6 +11,7 @@ import (
 
 	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/joinstate"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // Restore measures how long a member takes to rebuild a partition holding
@@ -30,8 +31,9 @@ func Restore(ctx context.Context, brokers []string, prefix string, entries int) 
 		return 0, fmt.Errorf("create changelog topic: %w", err)
 	}
 	errc := make(chan error, 1)
+	rulePrefix := statekey.RulePrefix("captured_payment_has_ledger_entry")
 	for i := 0; i < entries; i++ {
-		key := fmt.Sprintf("r/captured_payment_has_ledger_entry/d/%08d%s\x00pay-%07d-captured", i, fmt.Sprintf("pay-%07d", i), i)
+		key := fmt.Sprintf("%sd/%08d%s\x00pay-%07d-captured", rulePrefix, i, fmt.Sprintf("pay-%07d", i), i)
 		value := fmt.Sprintf(`{"key":"pay-%07d","event_id":"pay-%07d-captured","event_time":"2026-11-20T09:00:00Z","deadline":"2026-11-20T09:00:30Z","impact":4200.5,"customer":"acct-%04d","source":{"topic":"payments","partition":0,"offset":%d}}`, i, i, i%10000, i)
 		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value)}, func(_ *kgo.Record, err error) {
 			if err != nil {

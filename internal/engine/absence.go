@@ -18,7 +18,7 @@ import (
 // both sides are remembered: pending triggers wait for their deadline, and
 // seen expect events wait for triggers that are read after them.
 //
-// State, under r/<rule>/:
+// State, under r/<rule id>/:
 //
 //	k/<key>                         the join key's record (keyRecord): its
 //	                                remembered expect events, pending
@@ -59,7 +59,7 @@ func newAbsence(p *Partition, r *rules.Rule) *absence {
 }
 
 func (a *absence) load() {
-	a.n = a.p.newCounter(statekey.Rule + a.rule.Name + "/n")
+	a.n = a.p.newCounter(a.prefix + "n")
 	a.pendingGauge.Set(float64(a.n.n))
 }
 

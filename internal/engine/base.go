@@ -45,7 +45,8 @@ type ruleBase struct {
 	streams  []*streamState
 	wm       time.Time
 	resolver *lookupResolver
-	// prefix is r/<rule>/, under which the rule keeps its state.
+	// prefix is r/<rule id>/ (statekey.RulePrefix), under which the rule
+	// keeps its state.
 	prefix string
 	// memo is the last key built by key: an event reads a record and
 	// writes it back under the same key, which is then built once.
@@ -63,7 +64,7 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 	b := ruleBase{
 		p:              p,
 		rule:           r,
-		prefix:         statekey.Rule + r.Name + "/",
+		prefix:         statekey.RulePrefix(r.Name),
 		pendingGauge:   p.metrics.Pending.WithLabelValues(r.Name, p.idLabel),
 		watermarkGauge: p.metrics.Watermark.WithLabelValues(r.Name, p.idLabel),
 		checks:         p.metrics.Checks.WithLabelValues(r.Name),
@@ -85,7 +86,7 @@ func newRuleBase(p *Partition, r *rules.Rule) ruleBase {
 
 func (b *ruleBase) base() *ruleBase { return b }
 
-// key returns the rule's state key r/<rule>/<kind>/<rest>, built with one
+// key returns the rule's state key r/<rule id>/<kind>/<rest>, built with one
 // allocation in the partition's key buffer.
 func (b *ruleBase) key(kind, rest string) string {
 	if m := &b.memo; m.kind == kind && m.rest == rest && m.key != "" {
@@ -103,8 +104,8 @@ func (b *ruleBase) key(kind, rest string) string {
 	return k
 }
 
-// timeKey returns the time-ordered key r/<rule>/<kind>/<time><key>, or with
-// withID r/<rule>/<kind>/<time><key>\x00<id>, built with one allocation.
+// timeKey returns the time-ordered key r/<rule id>/<kind>/<time><key>, or with
+// withID r/<rule id>/<kind>/<time><key>\x00<id>, built with one allocation.
 func (b *ruleBase) timeKey(kind string, t time.Time, key string, withID bool, id string) string {
 	return string(b.buildTimeKey(kind, t, key, withID, id))
 }

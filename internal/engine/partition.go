@@ -233,6 +233,9 @@ func NewPartition(id int32, set *rules.RuleSet, snap Snapshot, metrics *Metrics,
 			p.tables[s.Name] = r.table
 		}
 	}
+	if err := checkRuleIDs(set.Rules, statekey.RuleID); err != nil {
+		return nil, err
+	}
 	for _, r := range set.Rules {
 		var ev evaluator
 		switch {
@@ -571,4 +574,18 @@ func (p *Partition) Live() int64 {
 		n += c.n
 	}
 	return n
+}
+
+// checkRuleIDs refuses a rule set in which two rules' state would share a
+// key prefix: their names have the same id.
+func checkRuleIDs(rs []*rules.Rule, id func(string) string) error {
+	names := make(map[string]string, len(rs))
+	for _, r := range rs {
+		k := id(r.Name)
+		if other, ok := names[k]; ok && other != r.Name {
+			return fmt.Errorf("rules %q and %q have the same state key id: rename one of them", other, r.Name)
+		}
+		names[k] = r.Name
+	}
+	return nil
 }

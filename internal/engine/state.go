@@ -272,8 +272,9 @@ func (m *MemSnapshot) LastKey(start, end string) (string, bool, error) {
 // StateFormat is the version of the key layout (package statekey) and of the
 // value encoding below. A state directory written in another format is
 // refused by joinstate.Open. Format 3: an absence rule keeps one record per
-// join key (k/<key>) instead of three keys (p/, S/, o/).
-const StateFormat = 3
+// join key (k/<key>) instead of three keys (p/, S/, o/). Format 4: a rule's
+// keys start with its fixed-length id (statekey.RuleID), not its name.
+const StateFormat = 4
 
 // errCorrupt is returned for a stored value that does not decode.
 var errCorrupt = errors.New("corrupt state value")

@@ -18,7 +18,7 @@ import (
 // passes the deadline, against what is known then, so a repair that arrived
 // in time prevents the violation.
 //
-// State, under r/<rule>/:
+// State, under r/<rule id>/:
 //
 //	d/<deadline><key>\x00<event id> a check: due = range scan
 //	c/<key>                         the live checks of key (deadline, event time, id)
@@ -77,7 +77,7 @@ func (s *stateRule) extract(ev *rules.Event, _ *sideRef, m *match) error {
 
 func (s *stateRule) load() {
 	s.table = s.p.tables[s.spec.On.Stream.Name]
-	s.n = s.p.newCounter(statekey.Rule + s.rule.Name + "/n")
+	s.n = s.p.newCounter(s.prefix + "n")
 }
 
 func (s *stateRule) refs(key string) ([]checkRef, bool) {

@@ -19,7 +19,7 @@ import (
 // version when the stream has one, else event time), so events reordered
 // within the allowed lateness are judged in their true order.
 //
-// State, under r/<rule>/:
+// State, under r/<rule id>/:
 //
 //	q/<event time><key>\x00<id> buffered events, released by a range scan
 //	e/<key>                     the entity's applied state
@@ -79,7 +79,7 @@ func (t *transition) bufferKey(e *transitionEvent) string {
 }
 
 func (t *transition) load() {
-	t.n = t.p.newCounter(statekey.Rule + t.rule.Name + "/n")
+	t.n = t.p.newCounter(t.prefix + "n")
 	t.buffered = map[string]struct{}{}
 	if t.p.snap != nil {
 		qp := t.key("q", "")

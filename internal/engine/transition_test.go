@@ -5,6 +5,7 @@ import (
 
 	"github.com/invmon/invmon/internal/rules"
 	"github.com/invmon/invmon/internal/sim"
+	"github.com/invmon/invmon/internal/statekey"
 )
 
 // TestTransitionDedupsABufferedEventAcrossARestart covers the buffer keys
@@ -71,7 +72,7 @@ func TestTransitionDedupsABufferedEventAcrossARestart(t *testing.T) {
 	snap.Apply(again.TakeDelta())
 	bufferKeys := func(s Snapshot) int {
 		n := 0
-		if err := ScanPrefix(s, "r/payment_transitions_allowed/q/", func(string, []byte) error { n++; return nil }); err != nil {
+		if err := ScanPrefix(s, statekey.RulePrefix("payment_transitions_allowed")+"q/", func(string, []byte) error { n++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		return n

@@ -15,7 +15,7 @@ import (
 // each pair the later one by (event time, id) is the duplicate, decided the
 // same whichever of the two is read first, so replays agree.
 //
-// State, under r/<rule>/:
+// State, under r/<rule id>/:
 //
 //	U/<key>                     the entries of key in the window (usually one)
 //	u/<event time><key>\x00<id> expiry index, empty
@@ -53,7 +53,7 @@ func (u *unique) entriesKey(key string) string { return u.key("U", key) }
 func (u *unique) expiryPrefix() string         { return u.key("u", "") }
 
 func (u *unique) load() {
-	u.n = u.p.newCounter(statekey.Rule + u.rule.Name + "/n")
+	u.n = u.p.newCounter(u.prefix + "n")
 	u.pendingGauge.Set(float64(u.n.n))
 }
 

@@ -159,6 +159,26 @@ func TestOpenRefusesAnotherStateFormat(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Found != 2 || fe.Supported != engine.StateFormat || !strings.Contains(err.Error(), "empty state dir") {
 		t.Fatalf("open of a format-2 dir: %v", err)
 	}
+	// A directory of format 3 (rule keys under the rule's name) is refused
+	// too: this build keys a rule's state by its id.
+	dir = t.TempDir()
+	if db, err = badger.Open(badger.DefaultOptions(dir).WithLogger(nil)); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(formatKey, binary.BigEndian.AppendUint64(nil, 3)); err != nil {
+			return err
+		}
+		return txn.Set(append([]byte("r/\x00\x00\x00\x01"), "rule/k/p1"...), []byte{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(dir, Options{}, nil)
+	if !errors.As(err, &fe) || fe.Found != 3 || fe.Supported != engine.StateFormat || !strings.Contains(err.Error(), "empty state dir") {
+		t.Fatalf("open of a format-3 dir: %v", err)
+	}
 	// A new directory is stamped and opens again.
 	dir = t.TempDir()
 	s, err := Open(dir, Options{}, nil)

@@ -76,3 +76,26 @@ func TestIndexKeysOfAResolvedViolation(t *testing.T) {
 		t.Errorf("CutLast = %q %q %v", k, id, ok)
 	}
 }
+
+// A rule's id is on disk and in changelogs (state format 4): the bytes of
+// FNV-1a 64 of the name, so the same name finds the same state in any build.
+func TestRuleIDIsTheNamesFixedLengthHash(t *testing.T) {
+	if got, want := RuleID("captured_payment_has_ledger_entry"), "\xa1\x9d6\x10\x97\xe6\xa8("; got != want {
+		t.Fatalf("RuleID = %q, want %q", got, want)
+	}
+	if got, want := RulePrefix("captured_payment_has_ledger_entry"), "r/\xa1\x9d6\x10\x97\xe6\xa8(/"; got != want {
+		t.Fatalf("RulePrefix = %q, want %q", got, want)
+	}
+	seen := map[string]string{}
+	for _, name := range []string{"a", "captured_payment_has_ledger_entry", "no_duplicate_ledger_effect",
+		"payment_transitions_allowed", "fulfilled_order_has_captured_payment", "active_subscription_has_valid_entitlement"} {
+		id := RuleID(name)
+		if len(id) != RuleIDLen {
+			t.Errorf("RuleID(%q) is %d bytes, want %d", name, len(id), RuleIDLen)
+		}
+		if other, ok := seen[id]; ok {
+			t.Errorf("%q and %q share id %q", name, other, id)
+		}
+		seen[id] = name
+	}
+}
