@@ -341,3 +341,27 @@ func TestLastKeyFindsTheGreatestLiveKeyOfARange(t *testing.T) {
 		}
 	}
 }
+
+// The defaults that size Badger's write path reach it: memtables of a
+// sixteenth of the cache, and tables of the base size at every level (see
+// Options.TableSizeMultiplier); a setting overrides its default.
+func TestDefaultsSizeBadgersWritePath(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o := s.db.Opts()
+	if o.MemTableSize != DefaultCacheSize/16 || o.NumMemtables != 2 || o.BaseTableSize != 1<<20 || o.TableSizeMultiplier != 1 {
+		t.Fatalf("Badger opened with memtables of %d (%d waiting), base tables of %d, table size multiplier %d; want %d, 2, %d, 1",
+			o.MemTableSize, o.NumMemtables, o.BaseTableSize, o.TableSizeMultiplier, DefaultCacheSize/16, 1<<20)
+	}
+	s2, err := Open(t.TempDir(), Options{TableSizeMultiplier: 2, MemTableSize: 8 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if o := s2.db.Opts(); o.TableSizeMultiplier != 2 || o.MemTableSize != 8<<20 {
+		t.Fatalf("set multiplier 2 and 8 MiB memtables, Badger has %d and %d", o.TableSizeMultiplier, o.MemTableSize)
+	}
+}
