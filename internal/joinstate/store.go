@@ -519,41 +519,32 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 		return keys[start:len(keys):len(keys)]
 	}
 	writes := make([]badger.Entry, 0, sets)
-	setEntry := func(k, v []byte) error {
-		writes = append(writes, badger.Entry{Key: k, Value: v})
-		e := &writes[len(writes)-1]
-		err := txn.SetEntry(e)
-		if errors.Is(err, badger.ErrTxnTooBig) {
+	// write sets k to v, or deletes k, in the transaction in hand; at
+	// Badger's batch limit it commits that one and writes to a new one.
+	write := func(k, v []byte, del bool) error {
+		var e *badger.Entry
+		if !del {
+			writes = append(writes, badger.Entry{Key: k, Value: v})
+			e = &writes[len(writes)-1]
+		}
+		for retried := false; ; retried = true {
+			var err error
+			if del {
+				err = txn.Delete(k)
+			} else {
+				err = txn.SetEntry(e)
+			}
+			if retried || !errors.Is(err, badger.ErrTxnTooBig) {
+				return err
+			}
 			if err := txn.Commit(); err != nil {
 				return err
 			}
 			txn = s.db.NewTransaction(true)
-			err = txn.SetEntry(e)
 		}
-		return err
 	}
-	set := func(k, v []byte) error {
-		err := txn.Set(k, v)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			if err := txn.Commit(); err != nil {
-				return err
-			}
-			txn = s.db.NewTransaction(true)
-			err = txn.Set(k, v)
-		}
-		return err
-	}
-	del := func(k []byte) error {
-		err := txn.Delete(k)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			if err := txn.Commit(); err != nil {
-				return err
-			}
-			txn = s.db.NewTransaction(true)
-			err = txn.Delete(k)
-		}
-		return err
-	}
+	set := func(k, v []byte) error { return write(k, v, false) }
+	del := func(k []byte) error { return write(k, nil, true) }
 	for _, pd := range deltas {
 		if pd.Delta == nil {
 			continue
@@ -576,7 +567,7 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 			if op.Delete {
 				err = del(stored(pd.Partition, k))
 			} else {
-				err = setEntry(stored(pd.Partition, k), op.Value)
+				err = set(stored(pd.Partition, k), op.Value)
 			}
 			if err != nil {
 				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
