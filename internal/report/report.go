@@ -419,6 +419,8 @@ func (r *Report) UnitOf(rule string) quantity.Unit {
 	return quantity.Count
 }
 
+// RuleNamed returns the report's entry for the named rule, or nil when the
+// report has none.
 func (r *Report) RuleNamed(name string) *Rule {
 	for i := range r.Rules {
 		if r.Rules[i].Name == name {
