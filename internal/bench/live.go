@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/engine"
 	"github.com/invmon/invmon/internal/joinstate"
 	"github.com/invmon/invmon/internal/violation"
@@ -53,8 +54,8 @@ type LiveOptions struct {
 const MaxWarmup = time.Minute
 
 // livePollRecords bounds one live batch, as the consumer's MaxPollRecords
-// (default 50,000) bounds one poll.
-const livePollRecords = 50_000
+// bounds one poll.
+const livePollRecords = consumer.DefaultMaxPollRecords
 
 // slowCycle is how long a live cycle must take to be reported as it happens.
 const slowCycle = 500 * time.Millisecond

@@ -169,8 +169,13 @@ type Kafka struct {
 	// exits non-zero, so a restart re-reads the batch. Default 2m (a broker
 	// restart is ridden out, as with Kafka's delivery.timeout.ms).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
-	TLS            TLS           `yaml:"tls"`
-	SASL           SASL          `yaml:"sasl"`
+	// MaxPollRecords bounds one batch, the unit of evaluation, state writes
+	// and commits: larger batches amortize each synced commit over more
+	// records and hold more of them in memory. Default 50000
+	// (consumer.DefaultMaxPollRecords, which 0 also means).
+	MaxPollRecords int  `yaml:"max_poll_records"`
+	TLS            TLS  `yaml:"tls"`
+	SASL           SASL `yaml:"sasl"`
 }
 
 // TLS configures TLS to the brokers. Default off.
@@ -362,10 +367,15 @@ func (a Alertmanager) validate() error {
 	return nil
 }
 
+// MaxPollRecordsLimit is the largest kafka.max_poll_records accepted: past
+// it one batch's records and state changes alone would outgrow the default
+// memory budget.
+const MaxPollRecordsLimit = 1_000_000
+
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute},
+		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute, MaxPollRecords: 50_000},
 		StateDir: "./invmon-state",
 		State:    State{CacheSize: 256 << 20, ViolationRetention: 30 * 24 * time.Hour},
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",
@@ -488,6 +498,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: alertmanager.resend_interval must be positive")
 	case c.Kafka.ProduceTimeout < 0:
 		return fmt.Errorf("config: kafka.produce_timeout must not be negative")
+	case c.Kafka.MaxPollRecords < 0 || c.Kafka.MaxPollRecords > MaxPollRecordsLimit:
+		return fmt.Errorf("config: kafka.max_poll_records %d is outside 1–%d (0 for the default)", c.Kafka.MaxPollRecords, MaxPollRecordsLimit)
 	case !c.EventTime.Min.IsZero() && !c.EventTime.Max.IsZero() && !c.EventTime.Min.Before(c.EventTime.Max):
 		return fmt.Errorf("config: event_time.min must be before event_time.max")
 	}

@@ -221,3 +221,25 @@ func TestViolationEventsTopicFormerNameStillWorks(t *testing.T) {
 		t.Fatalf("--kafka.violations-topic gave %q, want it to set the events topic over the file", got.Kafka.ViolationEventsTopic)
 	}
 }
+
+func TestMaxPollRecordsIsReadAndBounded(t *testing.T) {
+	if got := Defaults().Kafka.MaxPollRecords; got != 50_000 {
+		t.Fatalf("default kafka.max_poll_records %d, want 50000", got)
+	}
+	cfg, err := Load(write(t, "kafka:\n  brokers: [k:9092]\n  max_poll_records: 5000\nrule_files: [r.yaml]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kafka.MaxPollRecords != 5000 {
+		t.Fatalf("kafka.max_poll_records read as %d, want 5000", cfg.Kafka.MaxPollRecords)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []int{-1, MaxPollRecordsLimit + 1} {
+		cfg.Kafka.MaxPollRecords = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "kafka.max_poll_records") {
+			t.Fatalf("max_poll_records %d: %v", bad, err)
+		}
+	}
+}

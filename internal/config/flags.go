@@ -39,6 +39,7 @@ var Flags = []Flag{
 	{"kafka.changelog", "kafka.changelog", "log state to <group>.changelog so partitions can move between members"},
 	{"kafka.instance-id", "kafka.instance_id", "static group membership id: a restart keeps the partitions without a rebalance"},
 	{"kafka.produce-timeout", "kafka.produce_timeout", "how long a batch waits for its dead letters and changelog to be acknowledged before the member stops"},
+	{"kafka.max-poll-records", "kafka.max_poll_records", "records in one batch, the unit of evaluation and commits: larger amortizes commits, smaller holds less in memory"},
 	// Kafka security. Secrets only as files: a flag's value shows in ps.
 	{"kafka.tls", "kafka.tls.enabled", "TLS to the brokers"},
 	{"kafka.tls.ca-file", "kafka.tls.ca_file", "PEM CA bundle the broker certificates must chain to (default the system roots)"},

@@ -26,6 +26,10 @@ import (
 	"github.com/invmon/invmon/internal/rules"
 )
 
+// DefaultMaxPollRecords is the default bound of one batch. Larger batches
+// amortize the synced Badger commit over more records.
+const DefaultMaxPollRecords = 50_000
+
 // Config configures the consumer.
 type Config struct {
 	// Brokers are the seed brokers. Required.
@@ -44,7 +48,7 @@ type Config struct {
 	// monitor enables it unless configured otherwise.
 	Changelog bool
 	// MaxPollRecords bounds one batch: the unit of state writes and commits.
-	// Larger batches amortize the synced Badger commit. Default 50000.
+	// Default DefaultMaxPollRecords.
 	MaxPollRecords int
 	// TickInterval is how often the watermarks are advanced when no records
 	// arrive, so absence is detected on a silent stream. Default 1s.
@@ -86,7 +90,7 @@ func (c Config) withDefaults() Config {
 		c.DLQTopic = c.Group + ".dlq"
 	}
 	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 50000
+		c.MaxPollRecords = DefaultMaxPollRecords
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second

@@ -213,6 +213,7 @@ func New(ctx context.Context, opts Options) (_ *Monitor, err error) {
 		Changelog:          cfg.Kafka.Changelog,
 		TickInterval:       opts.TickInterval,
 		ProduceTimeout:     cfg.Kafka.ProduceTimeout,
+		MaxPollRecords:     cfg.Kafka.MaxPollRecords,
 		TimeBounds:         engine.TimeBounds{Min: cfg.EventTime.Min, Max: cfg.EventTime.Max, MaxFuture: cfg.EventTime.MaxFuture},
 		ViolationRetention: cfg.State.ViolationRetention,
 		Opts:               m.kopts,

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/invmon/invmon/internal/config"
+	"github.com/invmon/invmon/internal/consumer"
 	"github.com/invmon/invmon/internal/kafkatest"
 	"github.com/invmon/invmon/internal/monitor"
 	"github.com/invmon/invmon/internal/rules"
@@ -158,5 +159,13 @@ func TestBrokenSecuritySettingsFailBeforeKafka(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("took %s", d)
 		}
+	}
+}
+
+// The configuration's default batch bound is the consumer's: the README
+// documents one figure, and the benchmarks measure it.
+func TestConfiguredBatchBoundDefaultsToTheConsumers(t *testing.T) {
+	if got, want := config.Defaults().Kafka.MaxPollRecords, consumer.DefaultMaxPollRecords; got != want {
+		t.Fatalf("config default kafka.max_poll_records %d, consumer default %d", got, want)
 	}
 }
