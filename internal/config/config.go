@@ -171,7 +171,7 @@ type Kafka struct {
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
 	// MaxPollRecords bounds one batch, the unit of evaluation, state writes
 	// and commits: larger batches amortize each synced commit over more
-	// records and hold more of them in memory. Default 50000
+	// records and hold more of them in memory. Default 20000
 	// (consumer.DefaultMaxPollRecords, which 0 also means).
 	MaxPollRecords int  `yaml:"max_poll_records"`
 	TLS            TLS  `yaml:"tls"`
@@ -375,7 +375,7 @@ const MaxPollRecordsLimit = 1_000_000
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	return Config{
-		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute, MaxPollRecords: 50_000},
+		Kafka:    Kafka{Group: "invmon", ClientID: "invmon", Changelog: true, ProduceTimeout: 2 * time.Minute, MaxPollRecords: 20_000},
 		StateDir: "./invmon-state",
 		State:    State{CacheSize: 256 << 20, ViolationRetention: 30 * 24 * time.Hour},
 		HTTP: HTTP{Listen: ":8080", ExternalURL: "http://localhost:8080",

@@ -223,8 +223,8 @@ func TestViolationEventsTopicFormerNameStillWorks(t *testing.T) {
 }
 
 func TestMaxPollRecordsIsReadAndBounded(t *testing.T) {
-	if got := Defaults().Kafka.MaxPollRecords; got != 50_000 {
-		t.Fatalf("default kafka.max_poll_records %d, want 50000", got)
+	if got := Defaults().Kafka.MaxPollRecords; got != 20_000 {
+		t.Fatalf("default kafka.max_poll_records %d, want 20000", got)
 	}
 	cfg, err := Load(write(t, "kafka:\n  brokers: [k:9092]\n  max_poll_records: 5000\nrule_files: [r.yaml]\n"))
 	if err != nil {
