@@ -1,7 +1,6 @@
 package monitor_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -54,15 +53,7 @@ func TestConfiguredBatchBoundReachesTheConsumer(t *testing.T) {
 	cfg.Kafka.MaxPollRecords = bound
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = "127.0.0.1:0"
-	m, err := monitor.New(t.Context(), monitor.Options{Config: cfg, Rules: rs, Logger: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	m := runMonitor(t, monitor.Options{Config: cfg, Rules: rs, Logger: zaptest.NewLogger(t)})
 
 	for deadline := time.Now().Add(30 * time.Second); m.Stats().Records < n; {
 		if time.Now().After(deadline) {

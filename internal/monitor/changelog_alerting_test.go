@@ -56,22 +56,8 @@ func startMember(t *testing.T, cluster *kfake.Cluster, group string, changelog b
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP.Listen = ""
 	cfg.Alertmanager.URLs = amURLs
-	m, err := monitor.New(context.Background(), monitor.Options{Config: cfg, Rules: rs, Now: clk.now,
+	return runMonitor(t, monitor.Options{Config: cfg, Rules: rs, Now: clk.now,
 		TickInterval: 50 * time.Millisecond, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		m.Close()
-	})
-	return m
 }
 
 // waitStepping steps clk until cond holds, failing after 30 s.

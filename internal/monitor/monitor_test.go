@@ -169,3 +169,24 @@ func TestConfiguredBatchBoundDefaultsToTheConsumers(t *testing.T) {
 		t.Fatalf("config default kafka.max_poll_records %d, consumer default %d", got, want)
 	}
 }
+
+// runMonitor makes a monitor of opts and runs it until the test ends, then
+// checks that it stopped cleanly and closes it.
+func runMonitor(t *testing.T, opts monitor.Options) *monitor.Monitor {
+	t.Helper()
+	m, err := monitor.New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		m.Close()
+	})
+	return m
+}

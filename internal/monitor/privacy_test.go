@@ -57,15 +57,7 @@ func TestRedactionHidesInjectedIDs(t *testing.T) {
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.Alertmanager.URLs = []string{am.URL()}
 	cfg.Privacy = privacy.Config{Identifiers: privacy.HMAC, HMACKeyFile: keyFile, ImpactBands: []float64{100, 1000, 10000}}
-	m, err := monitor.New(t.Context(), monitor.Options{Config: cfg, Rules: rs, Logger: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	m := runMonitor(t, monitor.Options{Config: cfg, Rules: rs, Logger: zaptest.NewLogger(t)})
 
 	// Three captures without a ledger entry, then traffic on both streams
 	// five minutes later, which moves the watermark past their deadlines.
