@@ -367,9 +367,10 @@ func (a Alertmanager) validate() error {
 	return nil
 }
 
-// MaxPollRecordsLimit is the largest kafka.max_poll_records accepted: past
-// it one batch's records and state changes alone would outgrow the default
-// memory budget.
+// MaxPollRecordsLimit is the largest kafka.max_poll_records accepted, a
+// bound against typos: a batch is held up to three times over (evaluated,
+// produced, committed), and a million records with their state changes are
+// gigabytes of heap, far past any memory budget the setting is tuned in.
 const MaxPollRecordsLimit = 1_000_000
 
 // Defaults returns a configuration with every default set.
