@@ -88,7 +88,11 @@ violations equal the scenario's truth.`,
 }
 
 // childRunner runs each monitor of the benchmark in a child process
-// (bench-monitor), so that its peak RSS is measured alone.
+// (bench-monitor), so that its peak RSS is measured alone: the child's own
+// VmHWM, which it reports. Not the rusage of its exit: on Linux a child's
+// ru_maxrss counts the memory it shared with this process between fork and
+// exec, so every monitor measured that way looked as large as the bench
+// itself, which holds the produced domain (about 1 GiB at a million events).
 func childRunner(brokers []string) bench.MonitorRunner {
 	return func(ctx context.Context, d *bench.Domain, group string, names []string, want int, verdicts bool) (*bench.Run, int64, error) {
 		dir, err := os.MkdirTemp("", "invmon-bench-")
@@ -114,6 +118,9 @@ func childRunner(brokers []string) bench.MonitorRunner {
 		var res bench.Run
 		if err := json.Unmarshal(out, &res); err != nil {
 			return nil, 0, fmt.Errorf("bench-monitor output: %w", err)
+		}
+		if res.PeakRSS > 0 {
+			return &res, res.PeakRSS, nil
 		}
 		return &res, child.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10, nil
 	}

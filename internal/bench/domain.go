@@ -186,6 +186,9 @@ type Run struct {
 	// the polls that held records and their records.
 	Stages                map[string]StageTime
 	Batches, BatchRecords int64
+	// PeakRSS is the process's own peak of resident memory (VmHWM) when the
+	// run ended, in bytes; 0 where /proc/self/status cannot be read.
+	PeakRSS int64
 }
 
 // StageTime is the time a batch stage took over a run, and how often it ran.
@@ -251,6 +254,7 @@ func MonitorDomain(ctx context.Context, brokers []string, group string, rs *rule
 	if err := <-done; err != nil && ctx.Err() == nil {
 		return nil, err
 	}
+	run.PeakRSS = int64(ReadMem().HWM)
 	return run, nil
 }
 
