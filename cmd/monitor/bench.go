@@ -90,9 +90,10 @@ violations equal the scenario's truth.`,
 // childRunner runs each monitor of the benchmark in a child process
 // (bench-monitor), so that its peak RSS is measured alone: the child's own
 // VmHWM, which it reports. Not the rusage of its exit: on Linux a child's
-// ru_maxrss counts the memory it shared with this process between fork and
-// exec, so every monitor measured that way looked as large as the bench
-// itself, which holds the produced domain (about 1 GiB at a million events).
+// ru_maxrss starts from its parent's peak RSS at the fork (the high-water
+// mark is copied with the memory map, and kept across exec), so every
+// monitor measured that way looked at least as large as the bench, which
+// holds the produced domain (about 1 GiB at a million events).
 func childRunner(brokers []string) bench.MonitorRunner {
 	return func(ctx context.Context, d *bench.Domain, group string, names []string, want int, verdicts bool) (*bench.Run, int64, error) {
 		dir, err := os.MkdirTemp("", "invmon-bench-")
