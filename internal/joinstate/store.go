@@ -500,8 +500,19 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 	// Badger reads is what was set. Values are the delta's own (engine.Op:
 	// never modified once recorded); Badger copies keys and values into its
 	// memtable and value log by the time Commit returns.
-	keyBytes, sets := 0, 0
+	entries, err := s.outboxEntries(deltas)
+	if err != nil {
+		return err
+	}
+	// sets counts every write below that is not a delete: the state's, the
+	// outbox's and the offsets', so the entry slice never grows (a grown
+	// slice would copy every entry made so far, once per commit).
+	keyBytes, sets := 0, len(entries)
 	for _, pd := range deltas {
+		sets += len(pd.Offsets)
+		if pd.ChangelogEnd > 0 {
+			sets++
+		}
 		if pd.Delta == nil {
 			continue
 		}
@@ -573,10 +584,6 @@ func (s *Store) Commit(deltas ...PartitionDelta) error {
 				return fmt.Errorf("write state of partition %d: %w", pd.Partition, err)
 			}
 		}
-	}
-	entries, err := s.outboxEntries(deltas)
-	if err != nil {
-		return err
 	}
 	for _, e := range entries {
 		if err := set(e[0], e[1]); err != nil {
